@@ -1,0 +1,73 @@
+"""Monitoring: feature drift against the champion's training data and realised performance."""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from jobs.lakehouse import (
+    CHAMPION, DRIFT, FEATURES, PREDICTIONS, model_version_by_alias, read_date, replace_date_partition,
+    stage_cli,
+)
+from jobs.model_training import HOLDOUT_FRACTION, load_training_frame
+from jobs.transforms.drift import feature_drift
+from jobs.transforms.features import FEATURE_COLUMNS, LABEL
+from jobs.transforms.modeling import time_split
+
+
+def run(spark, settings, ctx, tracker) -> None:
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+    from sklearn import metrics
+
+    champion = model_version_by_alias(settings, CHAMPION)
+    if champion is None:
+        raise RuntimeError(f"{settings.model_name} has no '{CHAMPION}' alias: run model_deployment first")
+    params = MlflowClient().get_run(champion.run_id).data.params
+    reference = time_split(
+        load_training_frame(spark, settings, int(params["features_snapshot_id"]),
+                            dt.date.fromisoformat(params["trade_date"]), int(params["lookback_days"])),
+        float(params.get("holdout_fraction", HOLDOUT_FRACTION)),
+    ).train
+    current = read_date(spark, settings.table(FEATURES), ctx.trade_date) \
+        .select("contract_id", "bar_ts", *FEATURE_COLUMNS, LABEL).toPandas()
+    if current.empty:
+        raise RuntimeError(f"no features for {ctx.trade_date}")
+    drift = feature_drift(reference, current, FEATURE_COLUMNS, settings.drift_psi_threshold)
+    tracker.metrics({f"psi.{name}": value for name, value in drift["psi"].items() if np.isfinite(value)})
+    tracker.metrics({"drift_share": drift["drift_share"], "drifted_features": len(drift["drifted"]),
+                     "reference_rows": len(reference), "current_rows": len(current)})
+    tracker.params({"psi_threshold": settings.drift_psi_threshold,
+                    "reference_model_version": champion.version,
+                    "reference_snapshot_id": params["features_snapshot_id"]})
+    tracker.tags({"drift.features": ",".join(drift["drifted"]) or "none"})
+
+    # Realised performance of what was served for this date, where labels have arrived.
+    served = read_date(spark, settings.table(PREDICTIONS), ctx.trade_date) \
+        .select("contract_id", "bar_ts", "prob_up", "predicted_up").toPandas()
+    joined = served.merge(current[["contract_id", "bar_ts", LABEL]], on=["contract_id", "bar_ts"])
+    joined = joined.dropna(subset=[LABEL])
+    if not joined.empty and joined[LABEL].nunique() > 1:
+        y = joined[LABEL].astype(int)
+        tracker.metrics({
+            "realized_auc": metrics.roc_auc_score(y, joined["prob_up"]),
+            "realized_accuracy": metrics.accuracy_score(y, joined["predicted_up"]),
+            "prediction_mean": float(joined["prob_up"].mean()),
+            "labelled_predictions": len(joined),
+        })
+
+    rows = pd.DataFrame({
+        "trade_date": ctx.trade_date,
+        "feature": list(drift["psi"]),
+        "psi": [float(v) for v in drift["psi"].values()],
+        "drifted": [name in drift["drifted"] for name in drift["psi"]],
+        "psi_threshold": settings.drift_psi_threshold,
+        "reference_model_version": int(champion.version),
+        "reference_snapshot_id": int(params["features_snapshot_id"]),
+    })
+    snap = replace_date_partition(spark.createDataFrame(rows), settings.table(DRIFT), ctx.trade_date)
+    tracker.published(snap, rows_in=len(FEATURE_COLUMNS))
+
+
+if __name__ == "__main__":
+    sys.exit(stage_cli("monitoring", run))

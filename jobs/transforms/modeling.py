@@ -1,0 +1,79 @@
+"""Model training and evaluation on pandas frames of features (bars are small; ticks are not)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from jobs.transforms.features import FEATURE_COLUMNS, LABEL
+
+DEFAULT_PARAMS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 31,
+                  "l2_regularization": 1.0, "random_state": 7}
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    holdout_start: pd.Timestamp
+
+
+def time_split(features: pd.DataFrame, holdout_fraction: float = 0.2) -> Split:
+    """Hold out the latest bars in time (never a random split: that leaks the future)."""
+    labelled = features.dropna(subset=[LABEL]).sort_values(["bar_ts", "contract_id"])
+    if labelled.empty:
+        raise ValueError("no labelled feature rows to train on")
+    cut = labelled["bar_ts"].quantile(1 - holdout_fraction, interpolation="nearest")
+    train = labelled[labelled["bar_ts"] < cut]
+    holdout = labelled[labelled["bar_ts"] >= cut]
+    if train.empty or holdout.empty or train[LABEL].nunique() < 2:
+        raise ValueError(f"time split at {cut} leaves too little data: "
+                         f"train={len(train)} holdout={len(holdout)}")
+    return Split(train=train, holdout=holdout, holdout_start=pd.Timestamp(cut))
+
+
+def X(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[:, list(FEATURE_COLUMNS)].astype("float64")
+
+
+def train_classifier(train: pd.DataFrame, params: dict | None = None):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(**{**DEFAULT_PARAMS, **(params or {})})
+    model.fit(X(train), train[LABEL].astype(int))
+    return model
+
+
+def evaluate(model, frame: pd.DataFrame) -> dict[str, float]:
+    from sklearn import metrics
+
+    y = frame[LABEL].astype(int).to_numpy()
+    proba = model.predict_proba(X(frame))[:, 1]
+    pred = (proba >= 0.5).astype(int)
+    return {
+        "auc": float(metrics.roc_auc_score(y, proba)) if len(np.unique(y)) > 1 else float("nan"),
+        "accuracy": float(metrics.accuracy_score(y, pred)),
+        "f1": float(metrics.f1_score(y, pred, zero_division=0)),
+        "log_loss": float(metrics.log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "positive_rate": float(y.mean()),
+    }
+
+
+def evaluation_figures(model, frame: pd.DataFrame):
+    """Confusion matrix and ROC curve as matplotlib figures (Agg backend; no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    y = frame[LABEL].astype(int)
+    proba = model.predict_proba(X(frame))[:, 1]
+    cm_fig, cm_ax = plt.subplots(figsize=(4, 4))
+    ConfusionMatrixDisplay.from_predictions(y, (proba >= 0.5).astype(int), ax=cm_ax, colorbar=False)
+    cm_ax.set_title("Holdout confusion matrix")
+    roc_fig, roc_ax = plt.subplots(figsize=(4, 4))
+    RocCurveDisplay.from_predictions(y, proba, ax=roc_ax)
+    roc_ax.set_title("Holdout ROC")
+    return {"confusion_matrix.png": cm_fig, "roc_curve.png": roc_fig}
