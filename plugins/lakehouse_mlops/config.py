@@ -1,0 +1,67 @@
+"""Settings the DAGs read, from environment variables documented in .env.example."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def env(name: str, default: str = "") -> str:
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    dag_id: str
+    schedule: str
+    timezone: str
+    spark_conn_id: str
+    spark_binary: str
+    jobs_dir: Path
+    jars: str
+    packages: str
+    py_files: str
+    driver_memory: str
+    executor_memory: str
+    shuffle_partitions: str
+    pyspark_python: str
+    mlflow_tracking_uri: str
+    mlflow_ui_url: str
+    experiment: str
+    retries: int
+    retry_delay_seconds: int
+    airflow_ui_url: str
+
+    def dag_run_url(self, dag_id: str, run_id: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.airflow_ui_url}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+    @classmethod
+    def from_env(cls) -> "PipelineConfig":
+        jobs_dir = Path(env("LAKEHOUSE_JOBS_DIR", str(_REPO / "jobs")))
+        default_jars = ",".join(str(p) for p in sorted((_REPO / "var" / "jars").glob("*.jar")))
+        return cls(
+            dag_id="ml_pipeline",
+            schedule=env("PIPELINE_SCHEDULE", "0 2 * * *"),
+            timezone=env("PIPELINE_TIMEZONE", "Asia/Seoul"),
+            spark_conn_id=env("SPARK_CONN_ID", "spark_default"),
+            spark_binary=env("SPARK_SUBMIT_BINARY", "spark-submit"),
+            jobs_dir=jobs_dir,
+            jars=env("SPARK_JARS", default_jars),
+            packages=env("SPARK_PACKAGES"),
+            py_files=env("SPARK_PY_FILES"),
+            driver_memory=env("SPARK_DRIVER_MEMORY", "2g"),
+            executor_memory=env("SPARK_EXECUTOR_MEMORY", "2g"),
+            shuffle_partitions=env("SPARK_SQL_SHUFFLE_PARTITIONS", "8"),
+            pyspark_python=env("PYSPARK_PYTHON", "python3"),
+            mlflow_tracking_uri=env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+            mlflow_ui_url=env("MLFLOW_UI_URL", env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")).rstrip("/"),
+            experiment=env("MLFLOW_EXPERIMENT_NAME", "lakehouse-tick-pipeline"),
+            retries=int(env("PIPELINE_RETRIES", "2")),
+            retry_delay_seconds=int(env("PIPELINE_RETRY_DELAY_SECONDS", "120")),
+            airflow_ui_url=env("AIRFLOW_UI_URL", "http://127.0.0.1:8080").rstrip("/"),
+        )

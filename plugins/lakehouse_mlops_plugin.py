@@ -1,0 +1,12 @@
+"""Registers the MLflow link on every task of the tracked DAGs and its redirect endpoint."""
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from lakehouse_mlops.links import REDIRECT_PREFIX, MLflowRunLink, create_app
+
+
+class LakehouseMLOpsPlugin(AirflowPlugin):
+    name = "lakehouse_mlops"
+    global_operator_extra_links = [MLflowRunLink()]
+    fastapi_apps = [{"app": create_app(), "url_prefix": REDIRECT_PREFIX, "name": "MLflow run links"}]
