@@ -1,0 +1,35 @@
+"""A real local Spark session with a real Iceberg catalog (SQLite JDBC) in a temp folder."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory):
+    from jobs.lakehouse import Settings
+
+    home = tmp_path_factory.mktemp("lakehouse")
+    os.environ["LAKEHOUSE_HOME"] = str(home)
+    for name in ("ICEBERG_CATALOG_URI", "ICEBERG_WAREHOUSE", "RAW_TICKS_PATH", "ICEBERG_CATALOG_TYPE"):
+        os.environ.pop(name, None)
+    os.environ["ICEBERG_CATALOG"] = "unit"
+    os.environ["SPARK_SQL_SHUFFLE_PARTITIONS"] = "2"
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    from jobs.lakehouse import spark_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = spark_session("unit-tests", settings, master="local[2]")
+    yield session
+    session.stop()
