@@ -1,0 +1,306 @@
+"""Behaviour of the embedded stack (scripts/stack.py) and of `make env` (scripts/make_env.py).
+
+The stack tests run against real SeaweedFS, MLflow and Airflow processes (see conftest.py). They are
+ordered: the last one takes the stack down and checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+JOBS_PYTHON = REPO / ".venv-jobs" / "bin" / "python"
+AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
+sys.path.insert(0, str(SCRIPTS))
+
+import make_env  # noqa: E402
+import stack as stack_mod  # noqa: E402
+
+SECRET_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW__CORE__FERNET_KEY",
+               "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"]
+
+
+# ----------------------------------------------------------------------------------------- make env
+
+
+def run_make_env(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(JOBS_PYTHON), str(SCRIPTS / "make_env.py"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_make_env_generates_unique_valid_secrets(tmp_path):
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    for path in (first, second):
+        out = run_make_env("--path", str(path), "--example", str(REPO / ".env.example"))
+        assert out.returncode == 0, out.stderr
+    a, b = make_env.read_env_file(first), make_env.read_env_file(second)
+
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+    assert not [k for k, v in a.items() if v.startswith("change-me")]
+    for key in SECRET_KEYS:
+        assert a[key] and a[key] != b[key], key
+        assert a[key] not in out.stdout + out.stderr, f"{key} value was printed"
+    assert "AWS_SECRET_ACCESS_KEY" in out.stdout  # names of what was generated are reported
+    assert len(a["AWS_ACCESS_KEY_ID"]) == 20 and a["AWS_ACCESS_KEY_ID"].isalnum()
+    assert a["AWS_ACCESS_KEY_ID"] == a["AWS_ACCESS_KEY_ID"].upper()
+    assert len(a["AWS_SECRET_ACCESS_KEY"]) == 40
+    assert len(base64.urlsafe_b64decode(a["AIRFLOW__CORE__FERNET_KEY"])) == 32
+    assert len(a["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 64  # HS512 wants a 64-byte key
+    # Non-secret defaults are copied verbatim.
+    assert a["S3_BUCKET"] == "lakehouse" and a["PIPELINE_SCHEDULE"] == "0 2 * * *"
+
+    check = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c",
+         "import sys; from cryptography.fernet import Fernet; f = Fernet(sys.argv[1]); "
+         "assert f.decrypt(f.encrypt(b'x')) == b'x'", a["AIRFLOW__CORE__FERNET_KEY"]],
+        capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_make_env_keeps_existing_file_and_appends_new_variables(tmp_path):
+    example, path = tmp_path / "example", tmp_path / ".env"
+    example.write_text("# bucket\nS3_BUCKET=lakehouse\nAWS_SECRET_ACCESS_KEY=change-me-secret\n")
+    assert run_make_env("--path", str(path), "--example", str(example)).returncode == 0
+    original = path.read_text()
+    path.write_text(original.replace("S3_BUCKET=lakehouse", "S3_BUCKET=mine"))
+    edited = path.read_text()
+
+    out = run_make_env("--path", str(path), "--example", str(example))
+    assert out.returncode == 0 and "left unchanged" in out.stdout
+    assert path.read_text() == edited
+
+    example.write_text(example.read_text() + "# a new token\nNEW_TOKEN=change-me-token\nNEW_PLAIN=1\n")
+    out = run_make_env("--path", str(path), "--example", str(example))
+    assert out.returncode == 0, out.stderr
+    values = make_env.read_env_file(path)
+    assert values["S3_BUCKET"] == "mine"
+    assert path.read_text().startswith(edited)  # existing lines untouched, new ones appended
+    assert values["NEW_PLAIN"] == "1" and len(values["NEW_TOKEN"]) >= 40
+    assert "NEW_TOKEN" in out.stdout and values["NEW_TOKEN"] not in out.stdout
+    assert "# a new token" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    secret_before = values["AWS_SECRET_ACCESS_KEY"]
+    assert run_make_env("--path", str(path), "--example", str(example), "--force").returncode == 0
+    forced = make_env.read_env_file(path)
+    assert forced["S3_BUCKET"] == "lakehouse" and forced["AWS_SECRET_ACCESS_KEY"] != secret_before
+
+
+def test_resolve_env_embedded_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = stack_mod.resolve_env({"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env"), "LAKEHOUSE_HOME": "var/x",
+                                 "MLFLOW_PORT": "5123", "SEAWEEDFS_S3_PORT": "8444",
+                                 "ICEBERG_CATALOG_URI": "", "ICEBERG_WAREHOUSE": "", "RAW_TICKS_PATH": "",
+                                 "SPARK_JARS": "", "SPARK_PACKAGES": ""})
+    home = REPO / "var" / "x"
+    assert (tmp_path / ".env").exists()  # created on first use
+    assert env["LAKEHOUSE_HOME"] == str(home) and env["LAKEHOUSE_REPO"] == str(REPO)
+    assert env["ICEBERG_CATALOG_URI"] == f"jdbc:sqlite:{home}/iceberg/catalog.db"
+    assert env["ICEBERG_WAREHOUSE"] == f"file://{home}/iceberg/warehouse"
+    assert env["RAW_TICKS_PATH"] == f"{home}/raw/ticks"
+    jars = env["SPARK_JARS"].split(",") if env["SPARK_JARS"] else []
+    assert jars == sorted(str(p) for p in (REPO / "var" / "jars").glob("*.jar"))
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5123"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:8444"
+    assert env["SEAWEEDFS_S3_GRPC_PORT"] == "18444"
+    assert "SEAWEEDFS_ADMIN_GRPC_PORT" not in env  # fixed at admin + 10000 by weed mini
+    assert env["AIRFLOW_HOME"] == f"{home}/airflow"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(REPO / "dags")
+    assert env["PYSPARK_PYTHON"] == str(REPO / ".venv-jobs" / "bin" / "python")
+    assert Path(env["JAVA_HOME"], "bin", "java").exists()
+    assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])["conn_type"] == "spark"
+    assert env["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
+
+
+# -------------------------------------------------------------------------------------- the stack
+
+
+def test_up_printed_the_password_once_and_is_idempotent(stack):
+    password = stack_mod.airflow_password(stack.env)
+    assert password and f"password: {password}" in stack.up_output
+    pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
+    assert len(pids) == 6
+
+    again = stack.cli("up")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already running") == 3
+    assert password not in again.stdout and "password: stored in" in again.stdout
+    assert {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")} == pids
+
+
+def test_status_exits_zero_when_healthy(stack):
+    out = stack.cli("status")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("seaweedfs", "mlflow", "airflow-api-server", "airflow-scheduler",
+                 "airflow-dag-processor", "airflow-triggerer"):
+        line = next(line for line in out.stdout.splitlines() if line.startswith(name + " "))
+        assert line.endswith("healthy") and "unhealthy" not in line
+
+
+def _listening_sockets() -> dict[str, tuple[str, int]]:
+    """inode -> (hex address, port) of every listening TCP socket, from /proc/net/tcp{,6}."""
+    result = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                address, port = fields[1].split(":")
+                result[fields[9]] = (address, int(port, 16))
+    return result
+
+
+def test_services_listen_on_loopback_only(stack):
+    for var, port in stack.listening_ports.items():
+        assert stack_mod.port_open(port), f"{var}={port} is not listening"
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    sockets = _listening_sockets()
+    found = set()
+    for pid_file in (stack.home / "run").glob("*.pid"):
+        for member in stack_mod._session_members(int(pid_file.read_text())):
+            for fd in Path(f"/proc/{member}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+                if inode in sockets:
+                    address, port = sockets[inode]
+                    found.add(port)
+                    assert address in loopback, f"{pid_file.stem} (pid {member}) listens on {address}:{port}"
+    assert set(stack.listening_ports.values()) <= found
+
+
+def test_seaweedfs_components_reach_each_other(stack):
+    # weed mini's maintenance worker dials the admin gRPC port itself; a wrong port only shows in the log.
+    log = (stack.home / "logs" / "seaweedfs.log").read_text()
+    assert "connection refused" not in log, log[-2000:]
+
+
+def test_s3_refuses_anonymous_and_round_trips_signed(stack):
+    endpoint, bucket = stack.env["MLFLOW_S3_ENDPOINT_URL"], stack.env["S3_BUCKET"]
+    for method, data in (("GET", None), ("PUT", b"x")):
+        req = urllib.request.Request(f"{endpoint}/{bucket}/anonymous.txt", data=data, method=method)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 403
+
+    client = stack_mod.s3_client(stack.env)
+    key = f"tests/{uuid.uuid4().hex}.bin"
+    body = os.urandom(70_000)
+    client.put_object(Bucket=bucket, Key=key, Body=body)
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+
+    wrong = dict(stack.env, AWS_SECRET_ACCESS_KEY="x" * 40)
+    with pytest.raises(Exception, match="403|AccessDenied|Forbidden|SignatureDoesNotMatch"):
+        stack_mod.s3_client(wrong).get_object(Bucket=bucket, Key=key)
+
+
+def test_mlflow_artifacts_land_in_the_bucket(stack):
+    import mlflow
+
+    mlflow.set_tracking_uri(stack.env["MLFLOW_TRACKING_URI"])
+    # `up` created the pipeline's experiment already.
+    assert mlflow.MlflowClient().get_experiment_by_name(stack.env["MLFLOW_EXPERIMENT_NAME"]) is not None
+    experiment = mlflow.set_experiment(stack.env["MLFLOW_EXPERIMENT_NAME"])
+    with mlflow.start_run() as run:
+        mlflow.log_param("probe", "stack-test")
+        mlflow.log_text("hello from the stack test", "probe/hello.txt")
+    # Proxied artifacts: the client never needs S3 credentials.
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+
+    client = stack_mod.s3_client(stack.env)
+    listed = client.list_objects_v2(Bucket=stack.env["S3_BUCKET"], Prefix="mlflow/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    expected = f"mlflow/{experiment.experiment_id}/{run.info.run_id}/artifacts/probe/hello.txt"
+    assert expected in keys, keys
+    assert client.get_object(Bucket=stack.env["S3_BUCKET"], Key=expected)["Body"].read() == \
+        b"hello from the stack test"
+
+
+def test_airflow_health_and_token(stack):
+    components, detail = stack_mod.airflow_health(stack.env)
+    assert all(components.values()), detail
+    health = json.loads(detail)
+    for key in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
+        assert health[key]["status"] == "healthy", health
+
+    token = stack_mod.airflow_token(stack.env)
+    assert token.count(".") == 2  # a JWT
+    req = urllib.request.Request(f"{stack.env['AIRFLOW_API_URL']}/api/v2/dags",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and "dags" in json.loads(resp.read())
+
+    with pytest.raises(stack_mod.StackError, match="401"):
+        stack_mod.airflow_token(stack.env, password="not-the-password")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{stack.env['AIRFLOW_API_URL']}/api/v2/dags", timeout=10)
+    assert err.value.code in (401, 403)
+
+
+def _api(stack, method: str, path: str, body: dict | None = None) -> dict:
+    token = stack_mod.airflow_token(stack.env)
+    status, payload = stack_mod._http_json(method, f"{stack.env['AIRFLOW_API_URL']}/api/v2{path}", body,
+                                           headers={"Authorization": f"Bearer {token}"})
+    assert status in (200, 201), (method, path, status, payload)
+    return payload
+
+
+def test_airflow_task_runs_with_the_pipeline_environment(stack):
+    """A real task through scheduler, LocalExecutor and the execution API inherits the stack's env."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the dag-processor picks new files up within its refresh interval
+        if any(d["dag_id"] == "stack_probe" for d in _api(stack, "GET", "/dags?dag_id_pattern=stack_probe")["dags"]):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("stack_probe DAG was never parsed:\n" + stack_mod.tail(stack.home / "logs" / "airflow-dag-processor.log"))
+
+    run = _api(stack, "POST", "/dags/stack_probe/dagRuns", {"logical_date": None})
+    state = run["state"]
+    while time.monotonic() < deadline + 60 and state not in ("success", "failed"):
+        time.sleep(1)
+        state = _api(stack, "GET", f"/dags/stack_probe/dagRuns/{run['dag_run_id']}")["state"]
+    assert state == "success", stack_mod.tail(stack.home / "logs" / "airflow-scheduler.log")
+
+    seen = json.loads((stack.home / "probe-env.json").read_text())
+    for key in stack.probe_keys:
+        assert seen[key] == stack.env[key], key
+    assert seen["which spark-submit"] == stack.env["SPARK_SUBMIT_BINARY"]
+
+
+def test_env_and_run(stack):
+    out = stack.cli("env")
+    assert f"export AIRFLOW_HOME='{stack.home}/airflow'" in out.stdout
+    code = ("import os, sys; sys.exit(0 if os.environ['MLFLOW_TRACKING_URI'] == "
+            f"'http://127.0.0.1:{stack.ports['MLFLOW_PORT']}' else 3)")
+    assert stack.cli("run", "--", str(JOBS_PYTHON), "-c", code).returncode == 0
+    assert stack.cli("run", "--", str(JOBS_PYTHON), "-c", "raise SystemExit(7)").returncode == 7
+
+
+def test_down_stops_everything(stack):
+    out = stack.cli("down", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not list((stack.home / "run").glob("*.pid"))
+    assert not list((stack.home / "run").glob("*.sock"))
+    for var, port in stack.listening_ports.items():
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"{var}={port} still open"
+    assert stack.cli("status").returncode == 1
+    again = stack.cli("down")
+    assert again.returncode == 0 and "nothing was running" in again.stdout
