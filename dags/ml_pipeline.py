@@ -38,7 +38,7 @@ STAGES = {
 @dag(
     dag_id=CFG.dag_id,
     schedule=CronTriggerTimetable(CFG.schedule, timezone=CFG.timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=CFG.timezone),
+    start_date=None,
     catchup=False,
     max_active_runs=1,
     default_args={

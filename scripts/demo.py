@@ -73,6 +73,17 @@ class Airflow:
         if status != 200:
             raise RuntimeError(f"unpause {dag_id}: HTTP {status} {body}")
 
+    @staticmethod
+    def logical_date_for(trade_date: dt.date) -> dt.datetime:
+        """02:00 Asia/Seoul the next day: the run the daily schedule starts for ``trade_date``."""
+        return dt.datetime.combine(trade_date + dt.timedelta(days=1), dt.time(2, 0), ZoneInfo("Asia/Seoul"))
+
+    def find_run(self, trade_date: dt.date, dag_id: str = DAG_ID) -> str | None:
+        at = urllib.parse.quote(self.logical_date_for(trade_date).isoformat())
+        status, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?logical_date_gte={at}&logical_date_lte={at}")
+        runs = body.get("dag_runs", []) if status == 200 else []
+        return runs[0]["dag_run_id"] if runs else None
+
     def trigger(self, trade_date: dt.date, dag_id: str = DAG_ID, tag: str = "demo",
                 conf: dict | None = None) -> str:
         """Trigger the run that the 02:00 schedule would start for ``trade_date``.
@@ -80,15 +91,26 @@ class Airflow:
         The logical date is 02:00 Asia/Seoul of the next day, so the DAG derives the trade date
         exactly as it does for scheduled runs.
         """
-        logical = dt.datetime.combine(trade_date + dt.timedelta(days=1), dt.time(2, 0),
-                                      ZoneInfo("Asia/Seoul"))
-        run_id = f"{tag}__{trade_date}__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}"
+        run_id = f"{tag}__{trade_date}__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
         status, body = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {
-            "dag_run_id": run_id, "logical_date": logical.isoformat(), "conf": conf or {},
-            "note": f"{tag} run for trade date {trade_date}"})
+            "dag_run_id": run_id, "logical_date": self.logical_date_for(trade_date).isoformat(),
+            "conf": conf or {}, "note": f"{tag} run for trade date {trade_date}"})
         if status not in (200, 201):
             raise RuntimeError(f"trigger {dag_id} for {trade_date}: HTTP {status} {body}")
         return body["dag_run_id"]
+
+    def clear(self, run_id: str, dag_id: str = DAG_ID) -> str:
+        """Rerun every task of an existing DAG run, as the UI's "Clear" does."""
+        status, body = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/clear",
+                                 {"dry_run": False, "only_failed": False})
+        if status != 200:
+            raise RuntimeError(f"clear {dag_id} {run_id}: HTTP {status} {body}")
+        return run_id
+
+    def run_date(self, trade_date: dt.date, tag: str = "demo") -> str:
+        """Trigger the date's run, or rerun it if the date already has one (reruns are idempotent)."""
+        existing = self.find_run(trade_date)
+        return self.clear(existing) if existing else self.trigger(trade_date, tag=tag)
 
     def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
         status, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
@@ -262,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     airflow = Airflow(env)
     airflow.wait_for_dag()
     airflow.unpause()
-    print("3/4 Triggering one run per trade date (they run one after another: max_active_runs=1)")
-    runs = {d.isoformat(): airflow.trigger(d) for d in dates}
+    print("3/4 Triggering one run per trade date, or rerunning it if it exists (one at a time: max_active_runs=1)")
+    runs = {d.isoformat(): airflow.run_date(d) for d in dates}
     for label, run_id in runs.items():
         print(f"  {label}: {run_id}")
     started = time.monotonic()

@@ -184,6 +184,8 @@ def resolve_env(overrides: dict | None = None) -> dict[str, str]:
     # Airflow: structural settings are forced (they must match this stack), tunables only defaulted.
     af_home = home / "airflow"
     api_url = f"http://{LOOPBACK}:{v['AIRFLOW_API_PORT']}"
+    if not v.get("AIRFLOW_UI_URL") or _is_loopback_url(v["AIRFLOW_UI_URL"]):
+        v["AIRFLOW_UI_URL"] = api_url  # what MLflow runs link back to
     v.update({
         "AIRFLOW_HOME": str(af_home),
         "AIRFLOW_API_URL": api_url,

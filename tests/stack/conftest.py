@@ -1,164 +1,23 @@
-"""A real embedded stack on free ports in a temporary LAKEHOUSE_HOME, shared by the session.
-
-The stack is driven through the CLI exactly as a developer does, so the tests cover `up`/`down`
-themselves; teardown runs `down` even when a test (or `up`) fails.
-"""
+"""The stack under test runs a probe DAG of its own, not the project's pipeline."""
 
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "scripts"
-JOBS_PYTHON = REPO / ".venv-jobs" / "bin" / "python"
-AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
-sys.path.insert(0, str(SCRIPTS))
-
-import make_env  # noqa: E402
-
-PROBE_DAG = """
-import json, os, shutil
-
-import pendulum
-from airflow.sdk import dag, task
-
-KEYS = json.loads(os.environ.get("STACK_PROBE_KEYS", "[]"))
-
-
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-     is_paused_upon_creation=False, tags=["stack-test"])
-def stack_probe():
-    @task
-    def dump_env():
-        seen = {k: os.environ.get(k) for k in KEYS}
-        seen["which spark-submit"] = shutil.which("spark-submit")
-        with open(os.path.join(os.environ["LAKEHOUSE_HOME"], "probe-env.json"), "w") as fh:
-            json.dump(seen, fh)
-
-    dump_env()
-
-
-stack_probe()
-"""
-
-PROBE_KEYS = ["ICEBERG_CATALOG_URI", "ICEBERG_WAREHOUSE", "RAW_TICKS_PATH", "SPARK_JARS", "SPARK_MASTER",
-              "SPARK_SUBMIT_BINARY", "PYSPARK_PYTHON", "JAVA_HOME", "MLFLOW_TRACKING_URI",
-              "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "LAKEHOUSE_HOME", "PIPELINE_SCHEDULE",
-              "AIRFLOW_CONN_SPARK_DEFAULT"]
-
-PORT_VARS = [
-    "SEAWEEDFS_S3_PORT", "SEAWEEDFS_MASTER_PORT", "SEAWEEDFS_VOLUME_PORT", "SEAWEEDFS_FILER_PORT",
-    "SEAWEEDFS_S3_GRPC_PORT", "SEAWEEDFS_MASTER_GRPC_PORT", "SEAWEEDFS_VOLUME_GRPC_PORT",
-    "SEAWEEDFS_FILER_GRPC_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT",
-]
-
-
-def free_ports(n: int) -> list[int]:
-    """Distinct ports free right now (all sockets held open together so none repeats)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def admin_port(taken: set[int]) -> int:
-    """SeaweedFS's admin port: its gRPC twin (port + 10000) must be free as well."""
-    for _ in range(500):
-        grpc = free_ports(1)[0]
-        port = grpc - 10000
-        if port > 1024 and not {port, grpc} & taken and _is_free(port):
-            return port
-    raise RuntimeError("no free port pair for the SeaweedFS admin server")
-
-
-@dataclass
-class Stack:
-    proc_env: dict[str, str]          # environment for stack.py subprocesses
-    env: dict[str, str]               # what the stack resolved (`stack.py env`)
-    ports: dict[str, int]             # the port variables given to the stack
-    up_output: str
-    home: Path
-    probe_keys: tuple[str, ...] = ()   # what the probe DAG's task reports from its environment
-
-    @property
-    def listening_ports(self) -> dict[str, int]:
-        """Every port the stack opens, including the admin gRPC port derived from the admin one."""
-        return {**self.ports, "SEAWEEDFS_ADMIN_PORT+10000": self.ports["SEAWEEDFS_ADMIN_PORT"] + 10000}
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(JOBS_PYTHON), str(SCRIPTS / "stack.py"), *args], env=self.proc_env,
-                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-
-def _hermetic_env(settings: dict[str, str]) -> dict[str, str]:
-    """The caller's environment without project variables (an outer `stack.py run`, other fixtures)."""
-    project_keys = set(make_env.read_env_file(REPO / ".env.example"))
-    project_keys |= {"AIRFLOW_HOME", "SPARK_SUBMIT_BINARY", "PYSPARK_PYTHON"}
-    env = {k: v for k, v in os.environ.items()
-           if k not in project_keys and not k.startswith(("LAKEHOUSE_", "AIRFLOW__", "AIRFLOW_CONN_", "MLFLOW_"))}
-    env.update(settings)
-    return env
-
-
-def parse_exports(text: str) -> dict[str, str]:
-    result = {}
-    for line in text.splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            result[key] = shlex.split(value)[0] if value else ""
-    return result
+from stack_support import PROBE_DAG, PROBE_KEYS, Stack, running_stack  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
     # Not tmp_path_factory: concurrent pytest sessions prune each other's old basetemp folders.
     root = Path(tempfile.mkdtemp(prefix="lakehouse-stack-"))
-    home = root / "home"
-    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS))))
-    ports["SEAWEEDFS_ADMIN_PORT"] = admin_port(set(ports.values()))
-    # A DAG folder of our own: the stack test must not depend on (or run) the project's DAGs.
     (root / "dags").mkdir()
     (root / "dags" / "stack_probe.py").write_text(PROBE_DAG)
-    settings = {"LAKEHOUSE_HOME": str(home), "LAKEHOUSE_ENV_FILE": str(root / ".env"),
-                "LAKEHOUSE_DAGS_FOLDER": str(root / "dags"), "STACK_PROBE_KEYS": json.dumps(PROBE_KEYS),
-                "LAKEHOUSE_START_TIMEOUT": "150", **{k: str(v) for k, v in ports.items()}}
-    proc_env = _hermetic_env(settings)
-    st = Stack(proc_env=proc_env, env={}, ports=ports, up_output="", home=home, probe_keys=tuple(PROBE_KEYS))
-    try:
-        up = st.cli("up")
-        assert up.returncode == 0, f"stack up failed:\n{up.stdout}\n{up.stderr}"
-        st.up_output = up.stdout
-        exported = st.cli("env")
-        assert exported.returncode == 0, exported.stderr
-        st.env = parse_exports(exported.stdout)
+    settings = {"LAKEHOUSE_DAGS_FOLDER": str(root / "dags"), "STACK_PROBE_KEYS": json.dumps(PROBE_KEYS)}
+    with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
+        st.probe_keys = tuple(PROBE_KEYS)
         yield st
-    finally:
-        down = st.cli("down", timeout=120)
-        if down.returncode != 0:
-            print(f"stack down failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
-        if down.returncode == 0 and request.session.testsfailed == 0:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            print(f"stack state and logs kept in {root}", file=sys.stderr)

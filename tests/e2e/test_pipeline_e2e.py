@@ -1,0 +1,198 @@
+"""End to end: the DAG run by Airflow's scheduler against real services, checked at every store.
+
+Asserts the MLflow contract an independent checker reads (experiment, parent and child runs,
+tags, metrics), the Iceberg tables through pyiceberg, artifacts in SeaweedFS, the model registry,
+the UI link between Airflow and MLflow, and an idempotent rerun of a date.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+import urllib.request
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import GOOD_DATES, MISSING_DATE, TICKS_PER_DATE
+from jobs.lakehouse import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, SILVER, Settings
+
+STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
+          "model_training", "model_deployment", "monitoring"]
+TABLE_STAGES = {"raw_to_bronze": BRONZE, "bronze_to_silver": SILVER, "silver_to_gold": GOLD,
+                "feature_engineering": FEATURES, "model_deployment": PREDICTIONS,
+                "monitoring": "monitoring_feature_drift"}
+
+
+@pytest.fixture(scope="module")
+def client(pipeline):
+    mlflow.set_tracking_uri(pipeline.stack.env["MLFLOW_TRACKING_URI"])
+    return MlflowClient()
+
+
+@pytest.fixture(scope="module")
+def experiment_id(client):
+    exp = client.get_experiment_by_name("lakehouse-tick-pipeline")
+    assert exp is not None
+    return exp.experiment_id
+
+
+def parent_of(client, experiment_id, run_id):
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`airflow.run_id` = '{run_id}' and tags.`pipeline.role` = 'dag_run'"))
+    assert len(runs) == 1, f"expected one parent run for {run_id}, found {len(runs)}"
+    return runs[0]
+
+
+def children_of(client, experiment_id, parent_run_id):
+    return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def latest_by_stage(children):
+    return {c.data.tags["pipeline.stage"]: c for c in children}
+
+
+def test_good_dates_succeed_and_the_missing_date_fails(pipeline):
+    assert pipeline.states == {"missing": "failed", **{d.isoformat(): "success" for d in GOOD_DATES}}
+
+
+def test_one_parent_run_per_dag_run_closed_with_the_outcome(pipeline, client, experiment_id):
+    for label, run_id in pipeline.runs.items():
+        parent = parent_of(client, experiment_id, run_id)
+        assert parent.data.tags["airflow.dag_id"] == "ml_pipeline"
+        assert parent.data.tags["airflow.run_id"] == run_id
+        if label == "missing":
+            assert parent.info.status == "FAILED"
+            assert "raw_to_bronze" in parent.data.tags["error"]
+            assert parent.data.tags["pipeline.trade_date"] == MISSING_DATE.isoformat()
+        else:
+            assert parent.info.status == "FINISHED"
+            assert parent.data.tags["pipeline.trade_date"] == label
+            assert parent.data.metrics["raw_to_bronze.rows_out"] == TICKS_PER_DATE
+
+
+def test_every_stage_has_a_child_run_with_the_contract_tags_and_metrics(pipeline, client, experiment_id):
+    for d in GOOD_DATES:
+        run_id = pipeline.runs[d.isoformat()]
+        stages = latest_by_stage(children_of(client, experiment_id, parent_of(client, experiment_id, run_id).info.run_id))
+        assert sorted(stages) == sorted(STAGES)
+        for stage, run in stages.items():
+            tags, metrics = run.data.tags, run.data.metrics
+            assert run.info.status == "FINISHED", (stage, tags.get("error"))
+            assert tags["airflow.task_id"] == stage and tags["airflow.dag_id"] == "ml_pipeline"
+            assert tags["airflow.run_id"] == run_id and int(tags["airflow.try_number"]) >= 1
+            assert metrics["duration_seconds"] > 0
+            if stage in TABLE_STAGES:
+                assert tags["iceberg.table"].endswith(TABLE_STAGES[stage])
+                assert int(tags["iceberg.snapshot_id"]) != 0
+                assert metrics["rows_in"] > 0 and metrics["rows_out"] > 0, stage
+        silver = stages["bronze_to_silver"].data.metrics
+        assert silver["rows_rejected"] > 0  # the generator plants bad rows
+        assert silver["rows_in"] == silver["rows_out"] + silver["rows_rejected"]
+        assert stages["raw_to_bronze"].data.metrics["rows_in"] == TICKS_PER_DATE
+        train = stages["model_training"].data.metrics
+        assert {"auc", "accuracy", "f1", "log_loss"} <= set(train)
+        assert 0 <= train["auc"] <= 1
+
+
+def test_snapshot_ids_logged_are_real_iceberg_snapshots(pipeline, client, experiment_id):
+    catalog = Settings.from_env().pyiceberg_catalog()
+    run_id = pipeline.runs[GOOD_DATES[-1].isoformat()]
+    stages = latest_by_stage(children_of(client, experiment_id, parent_of(client, experiment_id, run_id).info.run_id))
+    for stage in TABLE_STAGES:
+        tags = stages[stage].data.tags
+        table = catalog.load_table(tags["iceberg.table"].split(".", 1)[1])
+        assert table.snapshot_by_id(int(tags["iceberg.snapshot_id"])) is not None, stage
+
+
+def date_counts(table_name):
+    settings = Settings.from_env()
+    table = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{table_name}")
+    dates = table.scan(selected_fields=("trade_date",)).to_arrow().column("trade_date").to_pylist()
+    return {d: dates.count(d) for d in set(dates)}
+
+
+def test_tables_hold_every_good_date_and_quarantine_explains_rejects(pipeline):
+    assert date_counts(BRONZE) == {d: TICKS_PER_DATE for d in GOOD_DATES}
+    for name in (SILVER, GOLD, FEATURES, PREDICTIONS):
+        counts = date_counts(name)
+        assert set(counts) == set(GOOD_DATES) and all(n > 0 for n in counts.values()), name
+    settings = Settings.from_env()
+    quarantine = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{QUARANTINE}").scan().to_arrow()
+    reasons = set(quarantine.column("reject_reason").to_pylist())
+    assert reasons and reasons <= {"null_key", "non_positive_price", "crossed_quote", "outside_trade_date", "duplicate"}
+    assert all(quarantine.column("raw_content").to_pylist())
+
+
+def test_champion_is_registered_and_its_artifacts_live_in_seaweedfs(pipeline, client):
+    import stack
+
+    champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
+    assert champion.tags["features_snapshot_id"]
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["pipeline.stage"] == "model_training"
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {"confusion_matrix.png", "roc_curve.png"} <= artifacts
+    s3 = stack.s3_client(pipeline.stack.env)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=pipeline.stack.env["S3_BUCKET"], Prefix="mlflow/") for o in page.get("Contents", [])]
+    assert any(k.endswith("roc_curve.png") and champion.run_id in k for k in keys)
+    assert any(k.endswith("/MLmodel") for k in keys)
+    # The same model loads outside Spark as a plain pyfunc.
+    model = mlflow.pyfunc.load_model("models:/TickPricePredictor@champion")
+    assert model.metadata.signature is not None
+
+
+def test_failed_stage_runs_end_failed_with_the_error(pipeline, client, experiment_id):
+    parent = parent_of(client, experiment_id, pipeline.runs["missing"])
+    tries = [c for c in children_of(client, experiment_id, parent.info.run_id)
+             if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
+    assert sorted(int(c.data.tags["airflow.try_number"]) for c in tries) == [1, 2, 3]
+    for run in tries:
+        assert run.info.status == "FAILED"
+        assert "no RAW ticks for 2026-11-23" in run.data.tags["error"]
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_task_instance_links_to_its_mlflow_run_and_back(pipeline, client, experiment_id):
+    env = pipeline.stack.env
+    run_id = pipeline.runs[GOOD_DATES[0].isoformat()]
+    stages = latest_by_stage(children_of(client, experiment_id, parent_of(client, experiment_id, run_id).info.run_id))
+    child = stages["silver_to_gold"]
+    # The UI's extra-links endpoint offers the link for this task instance ...
+    status, body = pipeline.airflow.call(
+        "GET", f"/api/v2/dags/ml_pipeline/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/silver_to_gold/links")
+    assert status == 200, body
+    link = body["extra_links"]["MLflow run"]
+    # ... and following it lands on exactly this MLflow run.
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(env["AIRFLOW_API_URL"] + link)
+        raise AssertionError("expected a redirect")
+    except urllib.error.HTTPError as err:
+        assert err.code == 302
+        location = err.headers["Location"]
+    assert location == f"{env['MLFLOW_UI_URL']}/#/experiments/{experiment_id}/runs/{child.info.run_id}"
+    back = child.data.tags["airflow.url"]
+    assert back.startswith(env["AIRFLOW_UI_URL"]) and urllib.parse.quote(run_id, safe="") in back
+
+
+def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id):
+    before = {name: date_counts(name) for name in (BRONZE, SILVER, GOLD, FEATURES, PREDICTIONS)}
+    label = GOOD_DATES[0].isoformat()
+    run_id = pipeline.airflow.run_date(GOOD_DATES[0])  # exists already: cleared and rerun
+    assert run_id == pipeline.runs[label]
+    assert pipeline.airflow.wait({label: run_id}, timeout=900) == {label: "success"}
+    after = {name: date_counts(name) for name in before}
+    assert after == before
+    # Still one parent run for the DAG run; the stage ran again as a second try.
+    parent = parent_of(client, experiment_id, run_id)
+    tries = [int(c.data.tags["airflow.try_number"]) for c in children_of(client, experiment_id, parent.info.run_id)
+             if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
+    assert sorted(tries) == [1, 2]
+    assert parent.info.status == "FINISHED"
