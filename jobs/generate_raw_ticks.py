@@ -38,6 +38,9 @@ STRIKE_OFFSETS = np.arange(-5, 5)  # 10 strikes around the at-the-money one
 N_EXPIRIES = 2
 TRADING_DAYS = 252
 CALENDAR_DAYS = 365.0
+PRESSURE_MEMORY_SECONDS = 300.0  # order-flow pressure decays over about five minutes
+PRESSURE_DRIFT = 0.08            # drift per second, in one-second volatilities per unit of pressure
+PRESSURE_SIZE_SKEW = 0.6         # bid/ask size ratio leans exp(±0.6) per unit of pressure
 
 BAD_KINDS = ("duplicate", "crossed_quote", "non_positive_price", "null_contract")
 
@@ -211,6 +214,16 @@ def generate_ticks(
     dt = 1.0 / (TRADING_DAYS * SESSION_SECONDS)
     step_sd = ANNUAL_VOL * math.sqrt(dt)
     steps = rng_path.normal(-0.5 * step_sd * step_sd, step_sd, SESSION_SECONDS)
+    # Order-flow pressure: a mean-reverting latent (AR(1), ~5 minute memory) that leans on the
+    # underlying's next moves and shows up as bid/ask size imbalance in the quotes. It gives the
+    # next-bar model a real but weak microstructure signal, as in live markets.
+    phi = math.exp(-1.0 / PRESSURE_MEMORY_SECONDS)
+    shocks = rng_path.normal(0.0, math.sqrt(1 - phi * phi), SESSION_SECONDS + 1)
+    pressure = np.empty(SESSION_SECONDS + 1)
+    pressure[0] = shocks[0] / math.sqrt(1 - phi * phi)
+    for i in range(1, SESSION_SECONDS + 1):
+        pressure[i] = phi * pressure[i - 1] + shocks[i]
+    steps = steps + PRESSURE_DRIFT * step_sd * pressure[:-1]
     path = s0 * np.exp(np.concatenate(([0.0], np.cumsum(steps))))
 
     # Arrival times: U-shaped intraday intensity (uniform + arcsine mixture), sorted.
@@ -259,8 +272,9 @@ def generate_ticks(
         side < 0.45, bid_c, np.where(side < 0.9, ask_c, _floor_grid((bid_c + ask_c) / 2.0))
     )
 
-    bid_size = _sizes(rng_size, n_clean, 1.5, 20.0, 50_000)
-    ask_size = _sizes(rng_size, n_clean, 1.5, 20.0, 50_000)
+    lean = np.exp(PRESSURE_SIZE_SKEW * pressure[np.minimum(seconds.astype(np.int64), SESSION_SECONDS)])
+    bid_size = np.clip(np.round(_sizes(rng_size, n_clean, 1.5, 20.0, 50_000) * lean), 1, 50_000).astype(np.int32)
+    ask_size = np.clip(np.round(_sizes(rng_size, n_clean, 1.5, 20.0, 50_000) / lean), 1, 50_000).astype(np.int32)
     last_size = _sizes(rng_size, n_clean, 1.3, 3.0, 20_000)
 
     bid = bid_c / 100.0

@@ -47,6 +47,9 @@ def run(spark, settings, ctx, tracker) -> None:
         .select("contract_id", "bar_ts", "prob_up", "predicted_up").toPandas()
     joined = served.merge(current[["contract_id", "bar_ts", LABEL]], on=["contract_id", "bar_ts"])
     joined = joined.dropna(subset=[LABEL])
+    if dt.date.fromisoformat(params["trade_date"]) >= ctx.trade_date:
+        # The serving model trained on this date: only its holdout window is out of sample.
+        joined = joined[joined["bar_ts"] >= pd.Timestamp(params["holdout_start"])]
     if not joined.empty and joined[LABEL].nunique() > 1:
         y = joined[LABEL].astype(int)
         tracker.metrics({

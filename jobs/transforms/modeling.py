@@ -8,7 +8,7 @@ import pandas as pd
 
 from jobs.transforms.features import FEATURE_COLUMNS, LABEL
 
-DEFAULT_PARAMS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 31,
+DEFAULT_PARAMS = {"max_iter": 150, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 200,
                   "l2_regularization": 1.0, "random_state": 7}
 
 

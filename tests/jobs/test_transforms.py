@@ -127,14 +127,14 @@ def test_training_window_keeps_labelled_rows_up_to_the_date(spark):
 
 def test_time_split_holds_out_the_latest_bars():
     rng = np.random.default_rng(0)
-    n = 500
+    n = 5000
     frame = pd.DataFrame({c: rng.normal(size=n) for c in FEATURE_COLUMNS})
     frame["bar_ts"] = pd.date_range("2026-11-24 09:00", periods=n, freq="min")
     frame["contract_id"] = "C1"
     frame[LABEL] = (frame["ret_1"] > 0).astype(int)
     split = time_split(frame, 0.2)
     assert split.train["bar_ts"].max() < split.holdout["bar_ts"].min()
-    assert len(split.holdout) == pytest.approx(100, abs=2)
+    assert len(split.holdout) == pytest.approx(1000, abs=2)
     model = train_classifier(split.train, {"max_iter": 50})
     metrics = evaluate(model, split.holdout)
     assert metrics["auc"] > 0.9  # the label is a function of ret_1: the model must find it
