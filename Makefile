@@ -7,7 +7,7 @@ JOBS_VENV := .venv-jobs
 STACK := $(JOBS_VENV)/bin/python scripts/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help deps system-deps env up down status demo test test-dags test-jobs test-e2e lock clean bench
+.PHONY: help deps system-deps env up down status demo rollback test test-dags test-jobs test-e2e lock clean bench
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ status: ## Health of the embedded services
 
 demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airflow, print a summary
 	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/demo.py
+
+rollback: ## Serve the previous model again: swap the champion and previous aliases
+	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.rollback_champion
 
 test: deps ## DAG integrity, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags -q $(PYTEST_ARGS)

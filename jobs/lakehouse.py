@@ -219,6 +219,16 @@ def read_date(spark, table: str, trade_date: dt.date):
     return spark.table(table).where(F.col("trade_date") == F.lit(trade_date))
 
 
+def add_new_columns(spark, table: str, df) -> list[str]:
+    """Additive schema evolution: columns a newer job version writes are added to the table."""
+    existing = set(spark.table(table).columns)
+    missing = [f for f in df.schema.fields if f.name not in existing]
+    if missing:
+        cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE {table} ADD COLUMNS ({cols})")
+    return [f.name for f in missing]
+
+
 def replace_date_partition(df, table: str, trade_date: dt.date, partition_col: str = "trade_date") -> Snapshot:
     """Atomically replace one trade date of ``table`` with ``df`` (creating the table if needed).
 
@@ -234,6 +244,8 @@ def replace_date_partition(df, table: str, trade_date: dt.date, partition_col: s
            .tableProperty("format-version", "2")
            .tableProperty("write.parquet.compression-codec", "zstd")
            .create())
+    else:
+        add_new_columns(spark, table, df)
     df.writeTo(table).overwrite(F.col(partition_col) == F.lit(trade_date))
     snap = current_snapshot(spark, table)
     assert snap is not None, f"no snapshot after writing {table}"
@@ -437,3 +449,26 @@ def training_run_of_dag_run(settings: Settings, ctx: RunContext):
         order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
     )
     return runs[0] if runs else None
+
+
+def promote(settings: Settings, version: str) -> None:
+    """Make ``version`` the champion; the outgoing champion keeps the ``previous`` alias."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    current = model_version_by_alias(settings, CHAMPION)
+    if current is not None and current.version == str(version):
+        return
+    if current is not None:
+        client.set_registered_model_alias(settings.model_name, PREVIOUS, current.version)
+    client.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
+
+
+def rollback_champion(settings: Settings) -> tuple[str, str]:
+    """Swap ``champion`` and ``previous``; returns (old champion, new champion) versions."""
+    champion = model_version_by_alias(settings, CHAMPION)
+    previous = model_version_by_alias(settings, PREVIOUS)
+    if champion is None or previous is None:
+        raise RuntimeError(f"{settings.model_name} needs both '{CHAMPION}' and '{PREVIOUS}' aliases to roll back")
+    promote(settings, previous.version)
+    return champion.version, previous.version

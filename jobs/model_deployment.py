@@ -5,9 +5,10 @@ import datetime as dt
 import sys
 
 from jobs.lakehouse import (
-    CHAMPION, FEATURES, PREDICTIONS, PREVIOUS, model_version_by_alias, partition_rows, read_date,
+    CHAMPION, FEATURES, PREDICTIONS, model_version_by_alias, partition_rows, read_date,
     replace_date_partition, stage_cli, training_run_of_dag_run,
 )
+from jobs.lakehouse import promote as promote_version
 from jobs.model_training import HOLDOUT_FRACTION, load_training_frame
 from jobs.transforms.features import FEATURE_COLUMNS
 from jobs.transforms.modeling import evaluate, time_split
@@ -45,10 +46,8 @@ def decide(challenger_auc: float, champion_auc: float | None, margin: float) -> 
 
 def run(spark, settings, ctx, tracker) -> None:
     import mlflow
-    from mlflow import MlflowClient
     from pyspark.sql import functions as F
 
-    client = MlflowClient()
     challenger = challenger_version(settings, ctx)
     holdout = holdout_of(spark, settings, challenger)
     load = lambda v: mlflow.sklearn.load_model(f"models:/{settings.model_name}/{v.version}")  # noqa: E731
@@ -57,23 +56,21 @@ def run(spark, settings, ctx, tracker) -> None:
     champion_metrics = None
     if champion is not None and champion.version != challenger.version:
         champion_metrics = evaluate(load(champion), holdout)
-    promote = champion is None or champion.version == challenger.version or decide(
+    should_promote = champion is None or champion.version == challenger.version or decide(
         challenger_metrics["auc"], champion_metrics["auc"] if champion_metrics else None,
         settings.promotion_margin)
-    if promote and (champion is None or champion.version != challenger.version):
-        if champion is not None:
-            client.set_registered_model_alias(settings.model_name, PREVIOUS, champion.version)
-        client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
-    serving = challenger if promote else champion
+    if should_promote:
+        promote_version(settings, challenger.version)
+    serving = challenger if should_promote else champion
     tracker.metrics({
         "challenger_version": int(challenger.version),
         "challenger_auc": challenger_metrics["auc"],
         "champion_auc_before": champion_metrics["auc"] if champion_metrics else None,
         "champion_version": int(serving.version),
-        "promoted": int(promote),
+        "promoted": int(should_promote),
         "holdout_rows": len(holdout),
     })
-    tracker.tags({"deployment.decision": "promoted" if promote else "kept_champion",
+    tracker.tags({"deployment.decision": "promoted" if should_promote else "kept_champion",
                   "model.name": settings.model_name, "model.champion_version": serving.version})
 
     # Batch scoring, distributed: the registered champion as a Spark UDF.

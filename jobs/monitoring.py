@@ -9,9 +9,9 @@ from jobs.lakehouse import (
     stage_cli,
 )
 from jobs.model_training import HOLDOUT_FRACTION, load_training_frame
-from jobs.transforms.drift import feature_drift
+from jobs.transforms.drift import feature_drift, psi
 from jobs.transforms.features import FEATURE_COLUMNS, LABEL
-from jobs.transforms.modeling import time_split
+from jobs.transforms.modeling import X, time_split
 
 
 def run(spark, settings, ctx, tracker) -> None:
@@ -40,11 +40,21 @@ def run(spark, settings, ctx, tracker) -> None:
     tracker.params({"psi_threshold": settings.drift_psi_threshold,
                     "reference_model_version": champion.version,
                     "reference_snapshot_id": params["features_snapshot_id"]})
-    tracker.tags({"drift.features": ",".join(drift["drifted"]) or "none"})
+    tracker.metrics({f"{test}.{name}": value for name, result in drift["tests"].items()
+                     for test, value in result.items() if np.isfinite(value)})
+    tracker.tags({"drift.features": ",".join(drift["drifted"]) or "none",
+                  "drift.moderate_features": ",".join(c for c, b in drift["bands"].items() if b == "moderate") or "none"})
 
     # Realised performance of what was served for this date, where labels have arrived.
     served = read_date(spark, settings.table(PREDICTIONS), ctx.trade_date) \
         .select("contract_id", "bar_ts", "prob_up", "predicted_up").toPandas()
+    # Prediction drift: today's served scores against the champion's scores on its training data.
+    import mlflow
+
+    champion_model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{champion.version}")
+    reference_scores = champion_model.predict_proba(X(reference))[:, 1]
+    if not served.empty:
+        tracker.metrics({"prediction_psi": psi(reference_scores, served["prob_up"].to_numpy(dtype=float))})
     joined = served.merge(current[["contract_id", "bar_ts", LABEL]], on=["contract_id", "bar_ts"])
     joined = joined.dropna(subset=[LABEL])
     if dt.date.fromisoformat(params["trade_date"]) >= ctx.trade_date:
@@ -64,6 +74,9 @@ def run(spark, settings, ctx, tracker) -> None:
         "feature": list(drift["psi"]),
         "psi": [float(v) for v in drift["psi"].values()],
         "drifted": [name in drift["drifted"] for name in drift["psi"]],
+        "psi_band": [drift["bands"][name] for name in drift["psi"]],
+        "ks_pvalue": [drift["tests"][name]["ks_pvalue"] for name in drift["psi"]],
+        "wasserstein_norm": [drift["tests"][name]["wasserstein_norm"] for name in drift["psi"]],
         "psi_threshold": settings.drift_psi_threshold,
         "reference_model_version": int(champion.version),
         "reference_snapshot_id": int(params["features_snapshot_id"]),

@@ -25,10 +25,37 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS) -> flo
     return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
 
 
+def psi_band(value: float) -> str:
+    """The usual reading of PSI: < 0.1 stable, 0.1-0.25 moderate shift, >= 0.25 major shift."""
+    if not np.isfinite(value) and value != float("inf"):
+        return "unknown"
+    return "stable" if value < 0.1 else "moderate" if value < 0.25 else "major"
+
+
+def distance_tests(reference: np.ndarray, current: np.ndarray) -> dict[str, float]:
+    """Evidently's default numeric tests: two-sample K-S p-value and Wasserstein distance in
+    reference standard deviations (Evidently flags drift at p < 0.05, resp. distance >= 0.1)."""
+    from scipy import stats
+
+    reference = reference[np.isfinite(reference)]
+    current = current[np.isfinite(current)]
+    if reference.size < 2 or current.size < 2:
+        return {"ks_pvalue": float("nan"), "wasserstein_norm": float("nan")}
+    scale = float(np.std(reference)) or 1.0
+    return {
+        "ks_pvalue": float(stats.ks_2samp(reference, current).pvalue),
+        "wasserstein_norm": float(stats.wasserstein_distance(reference, current) / scale),
+    }
+
+
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns, threshold: float) -> dict:
-    """PSI per column, which columns drifted and the drifted share."""
-    scores = {c: psi(reference[c].to_numpy(dtype=float), current[c].to_numpy(dtype=float))
-              for c in columns}
+    """PSI (the decision), its band and the distance tests per column; drifted columns and share."""
+    scores, tests = {}, {}
+    for c in columns:
+        ref, cur = reference[c].to_numpy(dtype=float), current[c].to_numpy(dtype=float)
+        scores[c] = psi(ref, cur)
+        tests[c] = distance_tests(ref, cur)
     drifted = sorted(c for c, v in scores.items() if np.isfinite(v) and v >= threshold
                      or v == float("inf"))
-    return {"psi": scores, "drifted": drifted, "drift_share": len(drifted) / max(len(scores), 1)}
+    return {"psi": scores, "bands": {c: psi_band(v) for c, v in scores.items()}, "tests": tests,
+            "drifted": drifted, "drift_share": len(drifted) / max(len(scores), 1)}

@@ -33,6 +33,35 @@ def time_split(features: pd.DataFrame, holdout_fraction: float = 0.2) -> Split:
     return Split(train=train, holdout=holdout, holdout_start=pd.Timestamp(cut))
 
 
+# A small sweep: a few well-spread settings beat a large grid on a weak signal.
+PARAM_GRID = (
+    {"learning_rate": 0.05, "max_leaf_nodes": 15},
+    {"learning_rate": 0.1, "max_leaf_nodes": 15},
+    {"learning_rate": 0.05, "max_leaf_nodes": 31},
+    {"learning_rate": 0.03, "max_leaf_nodes": 7},
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    params: dict
+    validation: dict[str, float]
+
+
+def sweep(train: pd.DataFrame, grid=PARAM_GRID, validation_fraction: float = 0.2) -> list[Candidate]:
+    """Score each setting on the latest part of the training period (never on the holdout)."""
+    inner = time_split(train, validation_fraction)
+    return [Candidate(params=dict(p), validation=evaluate(train_classifier(inner.train, p), inner.holdout))
+            for p in grid]
+
+
+def best_candidate(candidates: list[Candidate], metric: str = "auc") -> Candidate:
+    scored = [c for c in candidates if np.isfinite(c.validation[metric])]
+    if not scored:
+        raise ValueError(f"no candidate has a finite validation {metric}")
+    return max(scored, key=lambda c: c.validation[metric])
+
+
 def X(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[:, list(FEATURE_COLUMNS)].astype("float64")
 

@@ -7,8 +7,12 @@ the UI link between Airflow and MLflow, and an idempotent rerun of a date.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,6 +21,7 @@ from mlflow import MlflowClient
 from conftest import GOOD_DATES, MISSING_DATE, TICKS_PER_DATE
 from jobs.lakehouse import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, SILVER, Settings
 
+REPO = Path(__file__).resolve().parents[2]
 STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
           "model_training", "model_deployment", "monitoring"]
 TABLE_STAGES = {"raw_to_bronze": BRONZE, "bronze_to_silver": SILVER, "silver_to_gold": GOLD,
@@ -196,3 +201,69 @@ def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id
              if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
     assert sorted(tries) == [1, 2]
     assert parent.info.status == "FINISHED"
+
+
+def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, client, experiment_id):
+    champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
+    run = client.get_run(champion.run_id)
+    candidates = client.search_runs([experiment_id], filter_string=(
+        f"tags.`mlflow.parentRunId` = '{champion.run_id}' and tags.`pipeline.role` = 'candidate'"))
+    assert len(candidates) == int(run.data.metrics["candidates"]) >= 3
+    assert run.data.metrics["val_auc"] == max(c.data.metrics["val_auc"] for c in candidates)
+    snapshot = champion.tags["features_snapshot_id"]
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {f"local.option_ticks_db.features_option_bars@{snapshot}:training",
+                           f"local.option_ticks_db.features_option_bars@{snapshot}:holdout"}
+    assert f"VERSION AS OF {snapshot}" in champion.tags["training_sql"]
+
+
+def test_champion_retrains_from_its_logged_snapshot_to_the_same_metrics(pipeline, client):
+    """Runs after the rerun test: the features table has newer snapshots, time travel still works."""
+    import json
+
+    from jobs.lakehouse import spark_session
+    from jobs.model_training import load_training_frame
+    from jobs.transforms.modeling import evaluate, time_split, train_classifier
+
+    champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
+    run = client.get_run(champion.run_id)
+    params = run.data.params
+    settings = Settings.from_env()
+    spark = spark_session("e2e-retrain", settings, master="local[2]")
+    try:
+        frame = load_training_frame(spark, settings, int(params["features_snapshot_id"]),
+                                    dt.date.fromisoformat(params["trade_date"]), int(params["lookback_days"]))
+    finally:
+        spark.stop()
+    split = time_split(frame, float(params["holdout_fraction"]))
+    metrics = evaluate(train_classifier(split.train, json.loads(params["best_params"])), split.holdout)
+    assert int(run.data.metrics["rows_in"]) == len(frame)
+    for name in ("auc", "accuracy", "f1", "log_loss"):
+        assert metrics[name] == pytest.approx(run.data.metrics[name], abs=1e-9), name
+
+
+def test_rollback_swaps_champion_and_previous(pipeline, client):
+    """On a throw-away registered model, so the pipeline's own aliases stay as the run left them."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    name = "RollbackProbe"
+    mlflow.set_experiment("rollback-probe")
+    versions = []
+    for _ in range(2):
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]),
+                                            name="model", registered_model_name=name)
+            versions.append(str(info.registered_model_version))
+    client.set_registered_model_alias(name, "champion", versions[1])
+    client.set_registered_model_alias(name, "previous", versions[0])
+    env = {**pipeline.stack.env, "MLFLOW_MODEL_NAME": name}
+    out = subprocess.run([sys.executable, "-m", "jobs.rollback_champion"], env={**os.environ, **env},
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert client.get_model_version_by_alias(name, "champion").version == versions[0]
+    assert client.get_model_version_by_alias(name, "previous").version == versions[1]
+    client.delete_registered_model_alias(name, "previous")
+    refused = subprocess.run([sys.executable, "-m", "jobs.rollback_champion"], env={**os.environ, **env},
+                             capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode == 1 and "needs both" in refused.stderr

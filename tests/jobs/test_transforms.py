@@ -150,3 +150,24 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift():
                            pd.DataFrame({"a": rng.normal(size=5000), "b": rng.normal(2, 1, 5000)}),
                            ["a", "b"], threshold=0.25)
     assert report["drifted"] == ["b"] and report["drift_share"] == 0.5
+    assert report["bands"] == {"a": "stable", "b": "major"}
+    # The distance tests agree: b moved two standard deviations, a did not move.
+    assert report["tests"]["b"]["wasserstein_norm"] == pytest.approx(2.0, abs=0.1)
+    assert report["tests"]["b"]["ks_pvalue"] < 1e-6 < report["tests"]["a"]["ks_pvalue"]
+
+
+def test_sweep_picks_the_best_validation_setting_without_touching_the_holdout():
+    from jobs.transforms.modeling import best_candidate, sweep
+
+    rng = np.random.default_rng(3)
+    n = 6000
+    frame = pd.DataFrame({c: rng.normal(size=n) for c in FEATURE_COLUMNS})
+    frame["bar_ts"] = pd.date_range("2026-11-24 09:00", periods=n, freq="min")
+    frame["contract_id"] = "C1"
+    frame[LABEL] = ((frame["ret_1"] + 0.5 * rng.normal(size=n)) > 0).astype(int)
+    split = time_split(frame, 0.2)
+    candidates = sweep(split.train)
+    assert len(candidates) >= 3
+    best = best_candidate(candidates)
+    assert best.validation["auc"] == max(c.validation["auc"] for c in candidates)
+    assert best.validation["auc"] > 0.7
