@@ -9,19 +9,20 @@ Runs daily at 02:00 Asia/Seoul for the previous trade date; trigger it from the 
 `trade_date` to (re)process one date: every stage replaces that date's partition, so reruns
 are safe. Each stage is a Spark job (`jobs/<stage>.py`) that logs rows, durations, data
 quality and Iceberg snapshot ids to one MLflow child run under this DAG run's parent run.
-Use the **MLflow run** link on any task to jump there.
+Use the **MLflow run** link on any task to jump there. When too many features drift,
+`drift_gate` alerts and emits the `feature_drift_alert` asset, which starts `ml_retraining`.
+A failed stage alerts through the configured webhook / e-mail.
 """
 from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import CronTriggerTimetable, Param, chain, dag, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 
-from lakehouse_mlops import tracking
 from lakehouse_mlops.config import PipelineConfig
-from lakehouse_mlops.spark import START_TASK, spark_stage
+from lakehouse_mlops.notify import FailureNotifier
+from lakehouse_mlops.pipeline_tasks import drift_gate_task, finish_tracking_task, start_tracking_task
+from lakehouse_mlops.spark import spark_stage
 
 CFG = PipelineConfig.from_env()
 STAGES = {
@@ -55,35 +56,11 @@ STAGES = {
     doc_md=__doc__,
 )
 def ml_pipeline():
-    @task(task_id=START_TASK)
-    def start_tracking(**context) -> dict:
-        """Decide the trade date and open this DAG run's MLflow parent run."""
-        dag_run = context["dag_run"]
-        trade_date = tracking.resolve_trade_date(
-            context["params"].get("trade_date"), dag_run.logical_date or dag_run.run_after, CFG.timezone)
-        if not tracking.is_trading_day(trade_date):
-            raise AirflowSkipException(f"{trade_date} is not a KRX trading day; nothing to process")
-        parent = tracking.open_parent_run(CFG, dag_run.dag_id, dag_run.run_id, trade_date,
-                                          CFG.dag_run_url(dag_run.dag_id, dag_run.run_id))
-        return {"trade_date": trade_date.isoformat(), "parent_run_id": parent}
-
-    @task(trigger_rule="all_done")
-    def finish_tracking(**context) -> dict:
-        """Close the parent run with the outcome of every stage; fail the DAG run if one failed."""
-        started = context["ti"].xcom_pull(task_ids=START_TASK)
-        if not started:
-            raise AirflowSkipException("the run was skipped before tracking started")
-        dag_run = context["dag_run"]
-        states = tracking.task_states(context["ti"], dag_run.dag_id, dag_run.run_id, list(STAGES))
-        failed = tracking.close_parent_run(CFG, started["parent_run_id"], states, list(STAGES))
-        if failed:
-            raise AirflowFailException(f"stages did not succeed: {', '.join(failed)}")
-        return {**started, "stages": states}
-
     chain(
-        start_tracking(),
-        *[spark_stage(stage, CFG, doc) for stage, doc in STAGES.items()],
-        finish_tracking(),
+        start_tracking_task(CFG),
+        *[spark_stage(stage, CFG, doc, on_failure_callback=FailureNotifier()) for stage, doc in STAGES.items()],
+        drift_gate_task(CFG),
+        finish_tracking_task(CFG, list(STAGES)),
     )
 
 

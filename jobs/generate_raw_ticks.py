@@ -186,9 +186,15 @@ def _sizes(rng: np.random.Generator, n: int, shape: float, scale: float, cap: in
 
 
 def generate_ticks(
-    trade_date: date, n_ticks: int, seed: int = 42, bad_share: float = 0.002
+    trade_date: date, n_ticks: int, seed: int = 42, bad_share: float = 0.002, regime: float = 1.0
 ) -> pa.Table:
-    """One trading day of option ticks; a pure function of its arguments."""
+    """One trading day of option ticks; a pure function of its arguments.
+
+    ``regime`` > 1 makes a stressed day (volatility, spreads and trade sizes scaled up): the
+    market-regime change that drift monitoring exists to catch.
+    """
+    if regime <= 0:
+        raise ValueError(f"regime must be > 0, got {regime}")
     if n_ticks < 0:
         raise ValueError(f"n_ticks must be >= 0, got {n_ticks}")
     if seed < 0:
@@ -212,7 +218,7 @@ def generate_ticks(
     # Underlying: GBM on a one-second grid over the session, trading-time variance.
     s0 = round(OPEN_LEVEL * math.exp(rng_path.normal(0.0, 0.02)), 2)
     dt = 1.0 / (TRADING_DAYS * SESSION_SECONDS)
-    step_sd = ANNUAL_VOL * math.sqrt(dt)
+    step_sd = ANNUAL_VOL * regime * math.sqrt(dt)
     steps = rng_path.normal(-0.5 * step_sd * step_sd, step_sd, SESSION_SECONDS)
     # Order-flow pressure: a mean-reverting latent (AR(1), ~5 minute memory) that leans on the
     # underlying's next moves and shows up as bid/ask size imbalance in the quotes. It gives the
@@ -262,7 +268,7 @@ def generate_ticks(
 
     # Quotes: noisy mid, spread of a few ticks, snapped outwards to the KRX grid.
     mid_c = theo * np.exp(rng_quote.normal(0.0, 0.004, n_clean)) * 100.0
-    spread_ticks = np.minimum(rng_quote.geometric(0.55, n_clean), 6)
+    spread_ticks = np.minimum(np.ceil(rng_quote.geometric(0.55, n_clean) * regime), 6 * math.ceil(regime))
     half_c = spread_ticks * np.where(mid_c >= _TEN_POINTS, 5, 1) / 2.0
     bid_c = np.maximum(_floor_grid(mid_c - half_c), 1)
     ask_c = _ceil_grid(mid_c + half_c)
@@ -275,7 +281,7 @@ def generate_ticks(
     lean = np.exp(PRESSURE_SIZE_SKEW * pressure[np.minimum(seconds.astype(np.int64), SESSION_SECONDS)])
     bid_size = np.clip(np.round(_sizes(rng_size, n_clean, 1.5, 20.0, 50_000) * lean), 1, 50_000).astype(np.int32)
     ask_size = np.clip(np.round(_sizes(rng_size, n_clean, 1.5, 20.0, 50_000) / lean), 1, 50_000).astype(np.int32)
-    last_size = _sizes(rng_size, n_clean, 1.3, 3.0, 20_000)
+    last_size = _sizes(rng_size, n_clean, 1.3, 3.0 * regime, 20_000)
 
     bid = bid_c / 100.0
     ask = ask_c / 100.0
@@ -425,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bad-share", type=float, default=0.002, help="share of deliberately bad rows")
+    parser.add_argument("--regime", type=float, default=1.0,
+                        help="market stress factor (>1: higher volatility, wider spreads, bigger trades)")
     args = parser.parse_args(argv)
 
     try:
@@ -441,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--bad-share must be within [0, 0.5], got {args.bad_share}")
 
     for d, n in zip(dates, split_evenly(args.ticks, len(dates))):
-        table = generate_ticks(d, n, seed=args.seed, bad_share=args.bad_share)
+        table = generate_ticks(d, n, seed=args.seed, bad_share=args.bad_share, regime=args.regime)
         path = write_raw(table, args.out, d)
         print(f"{d.isoformat()}\t{table.num_rows}\t{path}", flush=True)
     return 0

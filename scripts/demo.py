@@ -121,7 +121,12 @@ class Airflow:
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances")
         return {ti["task_id"]: ti.get("state") for ti in body.get("task_instances", [])}
 
-    def wait(self, runs: dict[str, str], timeout: float = 3600, out=sys.stdout) -> dict[str, str]:
+    def runs_of(self, dag_id: str) -> list[dict]:
+        status, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=50")
+        return body.get("dag_runs", []) if status == 200 else []
+
+    def wait(self, runs: dict[str, str], timeout: float = 3600, out=sys.stdout,
+             dag_id: str = DAG_ID) -> dict[str, str]:
         """Poll until every run is terminal, printing each task state change as it happens."""
         deadline = time.monotonic() + timeout
         seen: dict[tuple[str, str], str | None] = {}
@@ -131,12 +136,12 @@ class Airflow:
             for label, run_id in runs.items():
                 if states.get(label) in TERMINAL:
                     continue
-                for task, state in self.task_states(run_id).items():
+                for task, state in self.task_states(run_id, dag_id).items():
                     if state and seen.get((label, task)) != state:
                         seen[(label, task)] = state
                         print(f"  [{time.monotonic() - started:6.0f}s] {label} {task:<20} {state}",
                               file=out, flush=True)
-                states[label] = self.run_state(run_id)
+                states[label] = self.run_state(run_id, dag_id)
                 if states[label] in TERMINAL:
                     print(f"  [{time.monotonic() - started:6.0f}s] {label} run {states[label].upper()}",
                           file=out, flush=True)
@@ -261,11 +266,11 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def generate_raw(env: dict, dates: list[dt.date], ticks: int) -> None:
+def generate_raw(env: dict, dates: list[dt.date], ticks: int, regime: float = 1.0) -> None:
     from jobs.generate_raw_ticks import main as generate
 
     generate(["--dates", ",".join(d.isoformat() for d in dates), "--ticks", str(ticks),
-              "--out", env["RAW_TICKS_PATH"]])
+              "--out", env["RAW_TICKS_PATH"], "--regime", str(regime)])
 
 
 def main(argv: list[str] | None = None) -> int:

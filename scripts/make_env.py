@@ -62,6 +62,11 @@ def generate_secret(name: str) -> str:
     if "JWT" in upper:
         # Airflow signs with HS512; PyJWT warns below 64 bytes of key.
         return secrets.token_urlsafe(64)
+    if upper.endswith("PASSWORD"):
+        # Passwords end up inside DB/broker URLs and command lines (docker-compose-mlops.yml):
+        # letters and digits only, so no quoting or URL escaping is ever needed.
+        alphabet = string.ascii_letters + string.digits
+        return "".join(secrets.choice(alphabet) for _ in range(40))
     return secrets.token_urlsafe(32)
 
 

@@ -34,6 +34,8 @@ class PipelineConfig:
     retries: int
     retry_delay_seconds: int
     airflow_ui_url: str
+    drift_share_threshold: float
+    retraining_lookback_days: int
 
     def dag_run_url(self, dag_id: str, run_id: str) -> str:
         from urllib.parse import quote
@@ -64,4 +66,6 @@ class PipelineConfig:
             retries=int(env("PIPELINE_RETRIES", "2")),
             retry_delay_seconds=int(env("PIPELINE_RETRY_DELAY_SECONDS", "120")),
             airflow_ui_url=env("AIRFLOW_UI_URL", "http://127.0.0.1:8080").rstrip("/"),
+            drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", "0.3")),
+            retraining_lookback_days=int(env("RETRAINING_LOOKBACK_DAYS", "5")),
         )

@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperatorLink
 from lakehouse_mlops.config import PipelineConfig
 
 REDIRECT_PREFIX = "/lakehouse-mlops"
-TRACKED_DAGS = {"ml_pipeline"}
+TRACKED_DAGS = {"ml_pipeline", "ml_retraining"}
 
 
 class MLflowRunLink(BaseOperatorLink):
@@ -37,7 +37,7 @@ def mlflow_run_url(cfg: PipelineConfig, dag_id: str, run_id: str, task_id: str,
     if exp is None:
         return cfg.mlflow_ui_url
     base = f"tags.`airflow.dag_id` = '{dag_id}' and tags.`airflow.run_id` = '{run_id}'"
-    if task_id in ("start_tracking", "finish_tracking"):
+    if task_id in ("start_tracking", "finish_tracking", "drift_gate"):
         filters = [base + " and tags.`pipeline.role` = 'dag_run'"]
     else:
         filters = [base + f" and tags.`airflow.task_id` = '{task_id}'"]

@@ -18,7 +18,8 @@ STAGE_ARGS = [
 ]
 
 
-def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "") -> SparkSubmitOperator:
+def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "", env: dict[str, str] | None = None,
+                **kwargs) -> SparkSubmitOperator:
     """A SparkSubmitOperator running ``jobs/<stage>.py`` on the configured master."""
     repo = str(cfg.jobs_dir.parent)
     return SparkSubmitOperator(
@@ -40,6 +41,7 @@ def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "") -> SparkSubmitOp
             "spark.ui.showConsoleProgress": "false",
         },
         # The jobs package is imported from the repository root (py_files on a cluster).
-        env_vars={"PYTHONPATH": repo, "PYSPARK_PYTHON": cfg.pyspark_python},
+        env_vars={"PYTHONPATH": repo, "PYSPARK_PYTHON": cfg.pyspark_python, **(env or {})},
         application_args=STAGE_ARGS,
+        **kwargs,
     )

@@ -12,7 +12,7 @@ from airflow.sdk import CronTriggerTimetable
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
           "model_training", "model_deployment", "monitoring"]
-EXPECTED_ORDER = ["start_tracking", *STAGES, "finish_tracking"]
+EXPECTED_ORDER = ["start_tracking", *STAGES, "drift_gate", "finish_tracking"]
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,26 @@ def test_parsing_is_fast_and_needs_no_services():
     assert bag.import_errors == {}
     # Airflow's default dagbag_import_timeout is 30 s; a thin DAG file parses in well under 10 s.
     assert elapsed < 10, f"parsing took {elapsed:.1f}s"
+
+
+def test_every_stage_alerts_on_failure(dag):
+    from lakehouse_mlops.notify import FailureNotifier
+
+    for stage in STAGES:
+        callbacks = dag.get_task(stage).on_failure_callback
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        assert any(isinstance(cb, FailureNotifier) for cb in callbacks), stage
+
+
+def test_drift_gate_emits_the_asset_that_schedules_retraining(dagbag, dag):
+    from lakehouse_mlops.pipeline_tasks import FEATURE_DRIFT_ALERT
+
+    gate = dag.get_task("drift_gate")
+    assert FEATURE_DRIFT_ALERT in gate.outlets
+    retraining = dagbag.dags["ml_retraining"]
+    assert list(retraining.timetable.asset_condition.objects) == [FEATURE_DRIFT_ALERT]
+    order = [t.task_id for t in retraining.topological_sort()]
+    assert order == ["start_tracking", "model_training", "model_deployment", "finish_tracking"]
+    training = retraining.get_task("model_training")
+    assert training.env_vars["TRAINING_LOOKBACK_DAYS"] == "5"
+    assert isinstance(training, SparkSubmitOperator)

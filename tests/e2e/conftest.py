@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +17,38 @@ import pytest
 from stack_support import Stack, running_stack
 
 GOOD_DATES = (dt.date(2026, 11, 24), dt.date(2026, 11, 25))
+DRIFT_DATE = dt.date(2026, 11, 26)    # a stressed market: volatility, spreads and sizes x3
 MISSING_DATE = dt.date(2026, 11, 23)  # a Monday with no RAW delivered
 TICKS_PER_DATE = 40_000
+
+
+class WebhookReceiver:
+    """A real HTTP endpoint on 127.0.0.1 standing in for Slack: records every JSON it is sent."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.messages: list[dict] = []
+        received = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @dataclass
@@ -26,6 +57,8 @@ class PipelineSession:
     airflow: object
     runs: dict[str, str] = field(default_factory=dict)     # label -> Airflow run id
     states: dict[str, str] = field(default_factory=dict)   # label -> final state
+    webhook: WebhookReceiver | None = None
+    retraining: dict[str, str] = field(default_factory=dict)  # run id -> final state
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +66,9 @@ def pipeline(request) -> PipelineSession:
     import demo
 
     root = Path(tempfile.mkdtemp(prefix="lakehouse-e2e-"))
+    webhook = WebhookReceiver()
     settings = {
+        "ALERT_WEBHOOK_URL": webhook.url,
         "PIPELINE_RETRIES": "2",
         "PIPELINE_RETRY_DELAY_SECONDS": "1",  # keep the failing date's three tries quick
         "SPARK_DRIVER_MEMORY": "1g",
@@ -43,17 +78,26 @@ def pipeline(request) -> PipelineSession:
         saved = dict(os.environ)
         os.environ.update(st.env)  # MLflow client, pyiceberg and boto3 in this process see the stack
         try:
-            session = PipelineSession(stack=st, airflow=None)
+            session = PipelineSession(stack=st, airflow=None, webhook=webhook)
             demo.generate_raw(st.env, list(GOOD_DATES), TICKS_PER_DATE * len(GOOD_DATES))
+            demo.generate_raw(st.env, [DRIFT_DATE], TICKS_PER_DATE, regime=3.0)
             airflow = demo.Airflow(st.env)
             session.airflow = airflow
             airflow.wait_for_dag()
             airflow.unpause()
             session.runs["missing"] = airflow.trigger(MISSING_DATE, tag="e2e")
-            for d in GOOD_DATES:
+            for d in (*GOOD_DATES, DRIFT_DATE):
                 session.runs[d.isoformat()] = airflow.trigger(d, tag="e2e")
             session.states = airflow.wait(session.runs, timeout=1800)
+            # The drifted date's asset event schedules ml_retraining; wait for that run too.
+            deadline = time.monotonic() + 120
+            while not (retraining := airflow.runs_of("ml_retraining")) and time.monotonic() < deadline:
+                time.sleep(2)
+            if retraining:
+                ids = {r["dag_run_id"]: r["dag_run_id"] for r in retraining}
+                session.retraining = airflow.wait(ids, timeout=900, dag_id="ml_retraining")
             yield session
         finally:
             os.environ.clear()
             os.environ.update(saved)
+            webhook.close()

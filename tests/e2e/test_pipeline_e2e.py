@@ -18,7 +18,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import GOOD_DATES, MISSING_DATE, TICKS_PER_DATE
+from conftest import DRIFT_DATE, GOOD_DATES, MISSING_DATE, TICKS_PER_DATE
 from jobs.lakehouse import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, SILVER, Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,8 +58,11 @@ def latest_by_stage(children):
     return {c.data.tags["pipeline.stage"]: c for c in children}
 
 
+OK_DATES = (*GOOD_DATES, DRIFT_DATE)
+
+
 def test_good_dates_succeed_and_the_missing_date_fails(pipeline):
-    assert pipeline.states == {"missing": "failed", **{d.isoformat(): "success" for d in GOOD_DATES}}
+    assert pipeline.states == {"missing": "failed", **{d.isoformat(): "success" for d in OK_DATES}}
 
 
 def test_one_parent_run_per_dag_run_closed_with_the_outcome(pipeline, client, experiment_id):
@@ -78,7 +81,7 @@ def test_one_parent_run_per_dag_run_closed_with_the_outcome(pipeline, client, ex
 
 
 def test_every_stage_has_a_child_run_with_the_contract_tags_and_metrics(pipeline, client, experiment_id):
-    for d in GOOD_DATES:
+    for d in OK_DATES:
         run_id = pipeline.runs[d.isoformat()]
         stages = latest_by_stage(children_of(client, experiment_id, parent_of(client, experiment_id, run_id).info.run_id))
         assert sorted(stages) == sorted(STAGES)
@@ -119,10 +122,10 @@ def date_counts(table_name):
 
 
 def test_tables_hold_every_good_date_and_quarantine_explains_rejects(pipeline):
-    assert date_counts(BRONZE) == {d: TICKS_PER_DATE for d in GOOD_DATES}
+    assert date_counts(BRONZE) == {d: TICKS_PER_DATE for d in OK_DATES}
     for name in (SILVER, GOLD, FEATURES, PREDICTIONS):
         counts = date_counts(name)
-        assert set(counts) == set(GOOD_DATES) and all(n > 0 for n in counts.values()), name
+        assert set(counts) == set(OK_DATES) and all(n > 0 for n in counts.values()), name
     settings = Settings.from_env()
     quarantine = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{QUARANTINE}").scan().to_arrow()
     reasons = set(quarantine.column("reject_reason").to_pylist())
@@ -187,22 +190,6 @@ def test_task_instance_links_to_its_mlflow_run_and_back(pipeline, client, experi
     assert back.startswith(env["AIRFLOW_UI_URL"]) and urllib.parse.quote(run_id, safe="") in back
 
 
-def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id):
-    before = {name: date_counts(name) for name in (BRONZE, SILVER, GOLD, FEATURES, PREDICTIONS)}
-    label = GOOD_DATES[0].isoformat()
-    run_id = pipeline.airflow.run_date(GOOD_DATES[0])  # exists already: cleared and rerun
-    assert run_id == pipeline.runs[label]
-    assert pipeline.airflow.wait({label: run_id}, timeout=900) == {label: "success"}
-    after = {name: date_counts(name) for name in before}
-    assert after == before
-    # Still one parent run for the DAG run; the stage ran again as a second try.
-    parent = parent_of(client, experiment_id, run_id)
-    tries = [int(c.data.tags["airflow.try_number"]) for c in children_of(client, experiment_id, parent.info.run_id)
-             if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
-    assert sorted(tries) == [1, 2]
-    assert parent.info.status == "FINISHED"
-
-
 def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, client, experiment_id):
     champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
     run = client.get_run(champion.run_id)
@@ -218,7 +205,7 @@ def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, clien
 
 
 def test_champion_retrains_from_its_logged_snapshot_to_the_same_metrics(pipeline, client):
-    """Runs after the rerun test: the features table has newer snapshots, time travel still works."""
+    """Later dates have committed newer feature snapshots since; time travel still finds the rows."""
     import json
 
     from jobs.lakehouse import spark_session
@@ -267,3 +254,51 @@ def test_rollback_swaps_champion_and_previous(pipeline, client):
     refused = subprocess.run([sys.executable, "-m", "jobs.rollback_champion"], env={**os.environ, **env},
                              capture_output=True, text=True, cwd=REPO)
     assert refused.returncode == 1 and "needs both" in refused.stderr
+
+
+
+def test_a_drifted_date_alerts_and_triggers_retraining(pipeline, client, experiment_id):
+    states = pipeline.airflow.task_states(pipeline.runs[DRIFT_DATE.isoformat()])
+    assert states["drift_gate"] == "success"
+    for d in GOOD_DATES:  # calm days do not alert
+        assert pipeline.airflow.task_states(pipeline.runs[d.isoformat()])["drift_gate"] == "skipped"
+    alerts = [m for m in pipeline.webhook.messages if m["title"].startswith("Feature drift")]
+    assert len(alerts) == 1 and alerts[0]["trade_date"] == DRIFT_DATE.isoformat()
+    assert "spread_rel" in alerts[0]["drifted_features"]
+    # The asset event started exactly one retraining run, which succeeded ...
+    assert list(pipeline.retraining.values()) == ["success"]
+    (retraining_run,) = pipeline.retraining
+    parent = parent_of(client, experiment_id, retraining_run)
+    assert parent.data.tags["airflow.dag_id"] == "ml_retraining"
+    assert parent.data.tags["pipeline.trade_date"] == DRIFT_DATE.isoformat()
+    assert parent.info.status == "FINISHED"
+    # ... trained on the recent days only.
+    stages = latest_by_stage(children_of(client, experiment_id, parent.info.run_id))
+    assert set(stages) == {"model_training", "model_deployment"}
+    assert stages["model_training"].data.params["lookback_days"] == "5"
+
+
+def test_a_failed_task_alerts_with_date_error_and_log_link(pipeline):
+    failures = [m for m in pipeline.webhook.messages if m["title"].startswith("Airflow task failed")]
+    assert len(failures) == 1  # once, after the last retry, not per try
+    alert = failures[0]
+    assert alert["dag"] == "ml_pipeline" and alert["task"] == "raw_to_bronze"
+    assert alert["trade_date"] == MISSING_DATE.isoformat()
+    assert "no RAW ticks" in alert["error"]
+    assert alert["log_url"].startswith(pipeline.stack.env["AIRFLOW_UI_URL"]) and "try_number=3" in alert["log_url"]
+
+
+def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id):
+    before = {name: date_counts(name) for name in (BRONZE, SILVER, GOLD, FEATURES, PREDICTIONS)}
+    label = GOOD_DATES[0].isoformat()
+    run_id = pipeline.airflow.run_date(GOOD_DATES[0])  # exists already: cleared and rerun
+    assert run_id == pipeline.runs[label]
+    assert pipeline.airflow.wait({label: run_id}, timeout=900) == {label: "success"}
+    after = {name: date_counts(name) for name in before}
+    assert after == before
+    # Still one parent run for the DAG run; the stage ran again as a second try.
+    parent = parent_of(client, experiment_id, run_id)
+    tries = [int(c.data.tags["airflow.try_number"]) for c in children_of(client, experiment_id, parent.info.run_id)
+             if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
+    assert sorted(tries) == [1, 2]
+    assert parent.info.status == "FINISHED"

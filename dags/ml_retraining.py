@@ -1,0 +1,55 @@
+"""
+### ml_retraining: retrain on the new regime when features drift
+
+Started by the `feature_drift_alert` asset that `ml_pipeline`'s drift gate emits (or by hand
+with a `trade_date`). Trains on the most recent days only (`RETRAINING_LOOKBACK_DAYS`), then
+runs the same champion/challenger deployment: the alias moves only if the retrained model wins.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, chain, dag
+
+from lakehouse_mlops.config import PipelineConfig
+from lakehouse_mlops.notify import FailureNotifier
+from lakehouse_mlops.pipeline_tasks import FEATURE_DRIFT_ALERT, finish_tracking_task, start_tracking_task
+from lakehouse_mlops.spark import spark_stage
+
+CFG = PipelineConfig.from_env()
+STAGES = ["model_training", "model_deployment"]
+
+
+@dag(
+    dag_id="ml_retraining",
+    schedule=[FEATURE_DRIFT_ALERT],
+    start_date=None,
+    catchup=False,
+    is_paused_upon_creation=False,  # an automatic reaction to drift: active as soon as deployed
+    max_active_runs=1,
+    default_args={
+        "owner": "data-team",
+        "retries": CFG.retries,
+        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+        "execution_timeout": dt.timedelta(hours=2),
+    },
+    params={"trade_date": Param(None, type=["null", "string"], format="date",
+                                description="Retrain up to this trade date (YYYY-MM-DD). Empty: the drifted date.")},
+    tags=["lakehouse", "mlops", "retraining", "mlflow"],
+    doc_md=__doc__,
+)
+def ml_retraining():
+    recent_only = {"TRAINING_LOOKBACK_DAYS": str(CFG.retraining_lookback_days)}
+    chain(
+        start_tracking_task(CFG),
+        spark_stage("model_training", CFG, "Retrain on the recent days only.", env=recent_only,
+                    on_failure_callback=FailureNotifier()),
+        spark_stage("model_deployment", CFG, "Champion/challenger; score the date with the winner.",
+                    on_failure_callback=FailureNotifier()),
+        finish_tracking_task(CFG, STAGES),
+    )
+
+
+ml_retraining()

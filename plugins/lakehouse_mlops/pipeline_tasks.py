@@ -1,0 +1,87 @@
+"""The Python tasks that frame the Spark stages, shared by the pipeline and retraining DAGs."""
+from __future__ import annotations
+
+from airflow.sdk import Asset, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from lakehouse_mlops import tracking
+from lakehouse_mlops.config import PipelineConfig
+from lakehouse_mlops.notify import send_alert
+from lakehouse_mlops.spark import START_TASK
+
+# Emitted when a date's features drift past the configured share; schedules ml_retraining.
+FEATURE_DRIFT_ALERT = Asset(name="feature_drift_alert", uri="lakehouse://option_ticks_db/feature_drift_alert",
+                            group="lakehouse-mlops")
+
+
+def _requested_trade_date(context) -> str | None:
+    """An explicit date: the trigger form's parameter, else the asset event that started the run."""
+    requested = (context.get("params") or {}).get("trade_date")
+    if requested:
+        return requested
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            if (event.extra or {}).get("trade_date"):
+                return event.extra["trade_date"]
+    return None
+
+
+def start_tracking_task(cfg: PipelineConfig):
+    @task(task_id=START_TASK)
+    def start_tracking(**context) -> dict:
+        """Decide the trade date and open this DAG run's MLflow parent run."""
+        dag_run = context["dag_run"]
+        trade_date = tracking.resolve_trade_date(
+            _requested_trade_date(context), dag_run.logical_date or dag_run.run_after, cfg.timezone)
+        if not tracking.is_trading_day(trade_date):
+            raise AirflowSkipException(f"{trade_date} is not a KRX trading day; nothing to process")
+        parent = tracking.open_parent_run(cfg, dag_run.dag_id, dag_run.run_id, trade_date,
+                                          cfg.dag_run_url(dag_run.dag_id, dag_run.run_id))
+        return {"trade_date": trade_date.isoformat(), "parent_run_id": parent}
+
+    return start_tracking()
+
+
+def finish_tracking_task(cfg: PipelineConfig, stages: list[str]):
+    @task(trigger_rule="all_done")
+    def finish_tracking(**context) -> dict:
+        """Close the parent run with the outcome of every stage; fail the DAG run if one failed."""
+        started = context["ti"].xcom_pull(task_ids=START_TASK)
+        if not started:
+            raise AirflowSkipException("the run was skipped before tracking started")
+        dag_run = context["dag_run"]
+        states = tracking.task_states(context["ti"], dag_run.dag_id, dag_run.run_id, stages)
+        failed = tracking.close_parent_run(cfg, started["parent_run_id"], states, stages)
+        if failed:
+            raise AirflowFailException(f"stages did not succeed: {', '.join(failed)}")
+        return {**started, "stages": states}
+
+    return finish_tracking()
+
+
+def drift_gate_task(cfg: PipelineConfig):
+    @task(outlets=[FEATURE_DRIFT_ALERT])
+    def drift_gate(**context) -> dict:
+        """Alert and emit the drift asset when the drifted feature share crosses the threshold."""
+        started = context["ti"].xcom_pull(task_ids=START_TASK)
+        children = tracking.child_runs(cfg, started["parent_run_id"])
+        monitoring = children.get("monitoring")
+        if monitoring is None:
+            raise AirflowSkipException("no monitoring run to judge")
+        share = monitoring.data.metrics.get("drift_share", 0.0)
+        features = monitoring.data.tags.get("drift.features", "none")
+        if share < cfg.drift_share_threshold:
+            raise AirflowSkipException(f"drift share {share:.2f} below {cfg.drift_share_threshold:.2f}")
+        dag_run = context["dag_run"]
+        send_alert(f"Feature drift on {started['trade_date']}: retraining triggered", {
+            "dag": dag_run.dag_id, "run": dag_run.run_id, "trade_date": started["trade_date"],
+            "drift_share": f"{share:.2f} (threshold {cfg.drift_share_threshold:.2f})",
+            "drifted_features": features,
+            "mlflow_run": f"{cfg.mlflow_ui_url}/#/experiments/{monitoring.info.experiment_id}/runs/{monitoring.info.run_id}",
+        })
+        extra = {"trade_date": started["trade_date"], "drift_share": share, "features": features,
+                 "source_run_id": dag_run.run_id}
+        context["outlet_events"][FEATURE_DRIFT_ALERT].extra = extra
+        return extra
+
+    return drift_gate()

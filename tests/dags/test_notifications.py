@@ -1,0 +1,69 @@
+"""Alerts arrive: a real local HTTP receiver stands in for Slack (no external network here)."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from lakehouse_mlops.notify import FailureNotifier, send_alert
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server API)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    monkeypatch.setenv("AIRFLOW_UI_URL", "http://airflow.example:8080")
+    yield received
+    server.shutdown()
+    server.server_close()
+
+
+class FakeTI:
+    dag_id, run_id, task_id, try_number = "ml_pipeline", "scheduled__2026-11-24T17:00:00+00:00", "bronze_to_silver", 3
+
+    def xcom_pull(self, task_ids):
+        assert task_ids == "start_tracking"
+        return {"trade_date": "2026-11-24", "parent_run_id": "abc"}
+
+
+class FakeDagRun:
+    dag_id, run_id = FakeTI.dag_id, FakeTI.run_id
+
+
+def test_task_failure_reaches_the_webhook_with_what_a_person_needs(receiver):
+    FailureNotifier().notify({"ti": FakeTI(), "dag_run": FakeDagRun(),
+                              "exception": RuntimeError("row accounting broken: 10 in, 9 out")})
+    assert len(receiver) == 1
+    msg = receiver[0]
+    assert msg["dag"] == "ml_pipeline" and msg["task"] == "bronze_to_silver"
+    assert msg["trade_date"] == "2026-11-24"
+    assert "row accounting broken" in msg["error"] and "RuntimeError" in msg["error"]
+    assert msg["log_url"] == ("http://airflow.example:8080/dags/ml_pipeline/runs/"
+                              "scheduled__2026-11-24T17%3A00%3A00%2B00%3A00/tasks/bronze_to_silver?try_number=3")
+    assert "bronze_to_silver" in msg["text"]  # Slack shows `text`
+
+
+def test_an_unreachable_webhook_is_retried_then_reported_not_raised(monkeypatch):
+    import lakehouse_mlops.notify as notify
+
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")  # nothing listens on port 9
+    waits = []
+    monkeypatch.setattr(notify.time, "sleep", waits.append)  # backoff observed, not waited out
+    assert send_alert("test", {"a": 1}) == []
+    assert waits == [2, 4]
