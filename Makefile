@@ -51,8 +51,8 @@ demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airfl
 rollback: ## Serve the previous model again: swap the champion and previous aliases
 	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.rollback_champion
 
-test: deps ## DAG integrity, unit and end-to-end tests against real services
-	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags -q $(PYTEST_ARGS)
+test: deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
+	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
 	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/e2e -q $(PYTEST_ARGS)
 
 test-dags: deps

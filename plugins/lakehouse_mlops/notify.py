@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import smtplib
 import time
 import urllib.request
@@ -70,6 +71,25 @@ def _send_mail(subject: str, body: str) -> None:
         smtp.send_message(msg)
 
 
+_ROOT_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)\w*): (.+)$")
+
+
+def summarize_error(error: BaseException | None, limit: int = 1500) -> str:
+    """The line a person needs first: the job's own exception, not spark-submit's command line.
+
+    SparkSubmitOperator raises "Cannot execute: <command> ... Last spark-submit output: ...";
+    the Python traceback of the job sits at the end of that text.
+    """
+    if error is None:
+        return "unknown"
+    text = str(error)
+    causes = [m.group(0).strip() for line in text.splitlines() if (m := _ROOT_CAUSE.match(line))]
+    if causes:
+        return causes[-1][:limit]
+    summary = f"{type(error).__name__}: {text}"
+    return summary if len(summary) <= limit else "..." + summary[-limit:]
+
+
 def task_log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> str:
     base = env("AIRFLOW_UI_URL", "http://127.0.0.1:8080").rstrip("/")
     url = f"{base}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id)}"
@@ -97,6 +117,6 @@ class FailureNotifier(BaseNotifier):
             "run": run_id,
             "trade_date": (started or {}).get("trade_date") or (context.get("params") or {}).get("trade_date"),
             "try": getattr(ti, "try_number", None),
-            "error": (f"{type(error).__name__}: {error}" if error else "unknown")[:1500],
+            "error": summarize_error(error),
             "log_url": task_log_url(dag_id, run_id, task_id, getattr(ti, "try_number", None)),
         })

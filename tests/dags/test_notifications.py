@@ -67,3 +67,17 @@ def test_an_unreachable_webhook_is_retried_then_reported_not_raised(monkeypatch)
     monkeypatch.setattr(notify.time, "sleep", waits.append)  # backoff observed, not waited out
     assert send_alert("test", {"a": 1}) == []
     assert waits == [2, 4]
+
+
+def test_the_error_summary_is_the_jobs_own_exception_not_the_command_line():
+    from lakehouse_mlops.notify import summarize_error
+
+    spark_failure = Exception(
+        "Cannot execute: /opt/jobs-venv/bin/spark-submit --master local[*] " + "--conf a=b " * 300
+        + "jobs/raw_to_bronze.py. Error code is: 1.\nLast spark-submit output:\nTraceback (most recent call last):\n"
+        "File \"/work/jobs/raw_to_bronze.py\", line 23, in run\n"
+        "FileNotFoundError: no RAW ticks for 2026-11-23 at /data/raw/ticks/trade_date=2026-11-23")
+    assert summarize_error(spark_failure) == \
+        "FileNotFoundError: no RAW ticks for 2026-11-23 at /data/raw/ticks/trade_date=2026-11-23"
+    assert summarize_error(RuntimeError("boom")) == "RuntimeError: boom"
+    assert summarize_error(None) == "unknown"
