@@ -21,7 +21,9 @@ from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.notify import FailureNotifier
-from lakehouse_mlops.pipeline_tasks import drift_gate_task, finish_tracking_task, start_tracking_task
+from lakehouse_mlops.pipeline_tasks import (
+    drift_gate_task, finish_tracking_task, publish_report_task, start_tracking_task,
+)
 from lakehouse_mlops.spark import spark_stage
 
 CFG = PipelineConfig.from_env()
@@ -60,6 +62,7 @@ def ml_pipeline():
         start_tracking_task(CFG),
         *[spark_stage(stage, CFG, doc, on_failure_callback=FailureNotifier()) for stage, doc in STAGES.items()],
         drift_gate_task(CFG),
+        publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),
     )
 

@@ -13,7 +13,9 @@ from airflow.sdk import Param, chain, dag
 
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.notify import FailureNotifier
-from lakehouse_mlops.pipeline_tasks import FEATURE_DRIFT_ALERT, finish_tracking_task, start_tracking_task
+from lakehouse_mlops.pipeline_tasks import (
+    FEATURE_DRIFT_ALERT, finish_tracking_task, publish_report_task, start_tracking_task,
+)
 from lakehouse_mlops.spark import spark_stage
 
 CFG = PipelineConfig.from_env()
@@ -48,6 +50,7 @@ def ml_retraining():
                     on_failure_callback=FailureNotifier()),
         spark_stage("model_deployment", CFG, "Champion/challenger; score the date with the winner.",
                     on_failure_callback=FailureNotifier()),
+        publish_report_task(CFG),
         finish_tracking_task(CFG, STAGES),
     )
 

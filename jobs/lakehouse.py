@@ -110,6 +110,9 @@ class Settings:
         }
         if self.catalog_type == "jdbc":
             conf[f"{prefix}.jdbc.schema-version"] = "V1"
+            if self.catalog_uri.startswith("jdbc:sqlite:"):
+                # SQLite allows one writer: wait for a concurrent reader instead of failing the commit.
+                conf[f"{prefix}.jdbc.busy_timeout"] = "30000"
         conf.update({f"{prefix}.{k}": v for k, v in self.extra_catalog_props.items()})
         return conf
 

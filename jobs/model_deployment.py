@@ -62,6 +62,9 @@ def run(spark, settings, ctx, tracker) -> None:
     if should_promote:
         promote_version(settings, challenger.version)
     serving = challenger if should_promote else champion
+    tracker.metrics({f"challenger.{k}": v for k, v in challenger_metrics.items()})
+    if champion_metrics:
+        tracker.metrics({f"champion.{k}": v for k, v in champion_metrics.items()})
     tracker.metrics({
         "challenger_version": int(challenger.version),
         "challenger_auc": challenger_metrics["auc"],
@@ -71,6 +74,7 @@ def run(spark, settings, ctx, tracker) -> None:
         "holdout_rows": len(holdout),
     })
     tracker.tags({"deployment.decision": "promoted" if should_promote else "kept_champion",
+                  "model.champion_before": champion.version if champion else "none",
                   "model.name": settings.model_name, "model.champion_version": serving.version})
 
     # Batch scoring, distributed: the registered champion as a Spark UDF.

@@ -9,10 +9,12 @@ import sys
 from jobs.lakehouse import FEATURES, current_snapshot, read_snapshot, stage_cli
 from jobs.transforms.features import FEATURE_COLUMNS, LABEL, training_window
 from jobs.transforms.modeling import (
-    DEFAULT_PARAMS, X, best_candidate, evaluate, evaluation_figures, sweep, time_split, train_classifier,
+    DEFAULT_PARAMS, X, best_candidate, evaluate, evaluation_figures, roc_points, sweep, time_split,
+    train_classifier,
 )
 
 HOLDOUT_FRACTION = 0.2
+ROC_ARTIFACT = "roc_points.json"  # the morning report draws the ROC from these
 SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
 
@@ -91,6 +93,7 @@ def run(spark, settings, ctx, tracker) -> None:
     })
     for name, fig in evaluation_figures(model, split.holdout).items():
         mlflow.log_figure(fig, name)
+    mlflow.log_dict(roc_points(model, split.holdout), ROC_ARTIFACT)
     example = X(split.train.head(5))
     info = mlflow.sklearn.log_model(
         sk_model=model,

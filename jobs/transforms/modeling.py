@@ -89,6 +89,18 @@ def evaluate(model, frame: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def roc_points(model, frame: pd.DataFrame, max_points: int = 200) -> dict:
+    """The holdout ROC curve, thinned to at most ``max_points`` points for a small artifact."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = frame[LABEL].astype(int)
+    proba = model.predict_proba(X(frame))[:, 1]
+    fpr, tpr, _ = roc_curve(y, proba)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).astype(int))
+    return {"fpr": fpr[keep].round(5).tolist(), "tpr": tpr[keep].round(5).tolist(),
+            "auc": float(roc_auc_score(y, proba))}
+
+
 def evaluation_figures(model, frame: pd.DataFrame):
     """Confusion matrix and ROC curve as matplotlib figures (Agg backend; no display)."""
     import matplotlib

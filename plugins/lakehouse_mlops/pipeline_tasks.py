@@ -1,6 +1,7 @@
 """The Python tasks that frame the Spark stages, shared by the pipeline and retraining DAGs."""
 from __future__ import annotations
 
+from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -85,3 +86,28 @@ def drift_gate_task(cfg: PipelineConfig):
         return extra
 
     return drift_gate()
+
+
+SKIP_EXIT_CODE = 99
+
+
+def publish_report_task(cfg: PipelineConfig) -> BashOperator:
+    """The morning report on the parent run, rendered by the jobs environment (matplotlib)."""
+    started = "ti.xcom_pull(task_ids='%s')" % START_TASK
+    return BashOperator(
+        task_id="publish_report",
+        doc_md="Row funnel, stage durations, quality, drift and model comparison as HTML + PNG on the "
+               "MLflow parent run (artifacts `report/`). Runs for failed runs too.",
+        trigger_rule="all_done",
+        bash_command=(
+            "{% set started = " + started + " %}"
+            "{% if started %}"
+            f"{cfg.pyspark_python} -m jobs.pipeline_report --parent-run-id {{{{ started['parent_run_id'] }}}}"
+            "{% else %}"
+            f"echo 'nothing was tracked for this run'; exit {SKIP_EXIT_CODE}"
+            "{% endif %}"
+        ),
+        env={"PYTHONPATH": str(cfg.jobs_dir.parent)},
+        append_env=True,
+        skip_on_exit_code=SKIP_EXIT_CODE,
+    )

@@ -12,7 +12,7 @@ from airflow.sdk import CronTriggerTimetable
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
           "model_training", "model_deployment", "monitoring"]
-EXPECTED_ORDER = ["start_tracking", *STAGES, "drift_gate", "finish_tracking"]
+EXPECTED_ORDER = ["start_tracking", *STAGES, "drift_gate", "publish_report", "finish_tracking"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_drift_gate_emits_the_asset_that_schedules_retraining(dagbag, dag):
     retraining = dagbag.dags["ml_retraining"]
     assert list(retraining.timetable.asset_condition.objects) == [FEATURE_DRIFT_ALERT]
     order = [t.task_id for t in retraining.topological_sort()]
-    assert order == ["start_tracking", "model_training", "model_deployment", "finish_tracking"]
+    assert order == ["start_tracking", "model_training", "model_deployment", "publish_report", "finish_tracking"]
     training = retraining.get_task("model_training")
     assert training.env_vars["TRAINING_LOOKBACK_DAYS"] == "5"
     assert isinstance(training, SparkSubmitOperator)

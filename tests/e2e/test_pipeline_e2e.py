@@ -70,6 +70,9 @@ def test_one_parent_run_per_dag_run_closed_with_the_outcome(pipeline, client, ex
         parent = parent_of(client, experiment_id, run_id)
         assert parent.data.tags["airflow.dag_id"] == "ml_pipeline"
         assert parent.data.tags["airflow.run_id"] == run_id
+        # The morning report hangs on every parent run, failed ones included.
+        report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+        assert report == {"report/morning_report.html", "report/morning_report.png"}, label
         if label == "missing":
             assert parent.info.status == "FAILED"
             assert "raw_to_bronze" in parent.data.tags["error"]
@@ -204,27 +207,39 @@ def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, clien
     assert f"VERSION AS OF {snapshot}" in champion.tags["training_sql"]
 
 
-def test_champion_retrains_from_its_logged_snapshot_to_the_same_metrics(pipeline, client):
-    """Later dates have committed newer feature snapshots since; time travel still finds the rows."""
-    import json
+RETRAIN = """
+import datetime as dt, json, sys
+from jobs.lakehouse import Settings, spark_session
+from jobs.model_training import load_training_frame
+from jobs.transforms.modeling import evaluate, time_split, train_classifier
 
-    from jobs.lakehouse import spark_session
-    from jobs.model_training import load_training_frame
-    from jobs.transforms.modeling import evaluate, time_split, train_classifier
+params = json.loads(sys.argv[1])
+settings = Settings.from_env()
+spark = spark_session("e2e-retrain", settings, master="local[2]")
+frame = load_training_frame(spark, settings, int(params["features_snapshot_id"]),
+                            dt.date.fromisoformat(params["trade_date"]), int(params["lookback_days"]))
+spark.stop()
+split = time_split(frame, float(params["holdout_fraction"]))
+metrics = evaluate(train_classifier(split.train, json.loads(params["best_params"])), split.holdout)
+print(json.dumps({"rows": len(frame), **metrics}))
+"""
+
+
+def test_champion_retrains_from_its_logged_snapshot_to_the_same_metrics(pipeline, client):
+    """Later dates have committed newer feature snapshots since; time travel still finds the rows.
+
+    Runs in its own process, as a data scientist's notebook would: its JVM and catalog
+    connections end with it.
+    """
+    import json
 
     champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
     run = client.get_run(champion.run_id)
-    params = run.data.params
-    settings = Settings.from_env()
-    spark = spark_session("e2e-retrain", settings, master="local[2]")
-    try:
-        frame = load_training_frame(spark, settings, int(params["features_snapshot_id"]),
-                                    dt.date.fromisoformat(params["trade_date"]), int(params["lookback_days"]))
-    finally:
-        spark.stop()
-    split = time_split(frame, float(params["holdout_fraction"]))
-    metrics = evaluate(train_classifier(split.train, json.loads(params["best_params"])), split.holdout)
-    assert int(run.data.metrics["rows_in"]) == len(frame)
+    out = subprocess.run([sys.executable, "-c", RETRAIN, json.dumps(run.data.params)], env=os.environ.copy(),
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert int(run.data.metrics["rows_in"]) == metrics["rows"]
     for name in ("auc", "accuracy", "f1", "log_loss"):
         assert metrics[name] == pytest.approx(run.data.metrics[name], abs=1e-9), name
 
@@ -286,6 +301,19 @@ def test_a_failed_task_alerts_with_date_error_and_log_link(pipeline):
     assert alert["trade_date"] == MISSING_DATE.isoformat()
     assert "no RAW ticks" in alert["error"]
     assert alert["log_url"].startswith(pipeline.stack.env["AIRFLOW_UI_URL"]) and "try_number=3" in alert["log_url"]
+
+
+def test_the_morning_report_shows_the_run(pipeline, client, experiment_id, tmp_path):
+    parent = parent_of(client, experiment_id, pipeline.runs[DRIFT_DATE.isoformat()])
+    page = Path(mlflow.artifacts.download_artifacts(
+        f"runs:/{parent.info.run_id}/report/morning_report.html", dst_path=str(tmp_path))).read_text()
+    for section in ("Row funnel", "Stage durations", "Data quality", "Feature drift", "Model", "ROC"):
+        assert section in page, section
+    assert DRIFT_DATE.isoformat() in page and f"{TICKS_PER_DATE:,}" in page
+    assert "data:image/png;base64," in page
+    png = Path(mlflow.artifacts.download_artifacts(
+        f"runs:/{parent.info.run_id}/report/morning_report.png", dst_path=str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
 
 
 def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id):
