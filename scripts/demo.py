@@ -254,6 +254,7 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
         lines.append(f"  {name:<28}{t['rows']:>12,}  snapshot {t['snapshot_id']}")
     lines.append(f"MLflow artifacts in SeaweedFS s3://{env.get('S3_BUCKET', 'lakehouse')}/mlflow/: "
                  f"{summary['s3_mlflow_objects']} objects")
+    lines.append("Morning report of each run: MLflow parent run -> Artifacts -> report/morning_report.html (and .png)")
     exp = summary.get("experiment_id")
     lines += [
         "",
@@ -283,8 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     dates = [dt.date.fromisoformat(d.strip()) for d in args.dates.split(",") if d.strip()]
 
-    print(f"1/4 Generating {args.ticks:,} RAW ticks for {', '.join(map(str, dates))} into {env['RAW_TICKS_PATH']}")
-    generate_raw(env, dates, args.ticks)
+    stressed = {dt.date.fromisoformat(d.strip()) for d in (env.get("DEMO_STRESSED_DATES") or "").split(",") if d.strip()}
+    print(f"1/4 Generating {args.ticks:,} RAW ticks for {', '.join(map(str, dates))} into {env['RAW_TICKS_PATH']}"
+          + (f" ({', '.join(map(str, sorted(stressed)))} as a stressed market)" if stressed else ""))
+    per_date = args.ticks // len(dates)
+    calm = [d for d in dates if d not in stressed]
+    if calm:
+        generate_raw(env, calm, per_date * len(calm))
+    for d in sorted(stressed & set(dates)):
+        generate_raw(env, [d], per_date, regime=3.0)
     print("2/4 Waiting for Airflow to parse ml_pipeline, then unpausing it")
     airflow = Airflow(env)
     airflow.wait_for_dag()
@@ -294,11 +302,26 @@ def main(argv: list[str] | None = None) -> int:
     for label, run_id in runs.items():
         print(f"  {label}: {run_id}")
     started = time.monotonic()
+    before = {r["dag_run_id"] for r in airflow.runs_of("ml_retraining")}
     states = airflow.wait(runs, timeout=args.timeout)
+    alerted = [label for label, run_id in runs.items() if airflow.task_states(run_id).get("drift_gate") == "success"]
+    retraining: dict[str, str] = {}
+    if alerted:
+        print(f"  drift alert on {', '.join(alerted)}: waiting for ml_retraining")
+        deadline = time.monotonic() + 300
+        while not (new := [r["dag_run_id"] for r in airflow.runs_of("ml_retraining") if r["dag_run_id"] not in before]):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the drift alert did not start ml_retraining within 5 minutes")
+            time.sleep(2)
+        retraining = airflow.wait({f"retraining {i + 1}": r for i, r in enumerate(new)}, timeout=args.timeout,
+                                  dag_id="ml_retraining")
     print(f"4/4 All runs finished in {time.monotonic() - started:.0f}s; reading results back")
     summary = collect_summary(env, runs)
     print(format_summary(env, summary, states))
-    ok = all(s == "success" for s in states.values()) and summary.get("champion")
+    if alerted:
+        print(f"Drift alerts: {', '.join(alerted)} -> ml_retraining "
+              + ", ".join(f"{label} {state.upper()}" for label, state in retraining.items()))
+    ok = all(s == "success" for s in [*states.values(), *retraining.values()]) and summary.get("champion")
     if not ok:
         print("\nSome runs failed: open the Airflow UI above, or see var/stack/logs/.", file=sys.stderr)
     return 0 if ok else 1
