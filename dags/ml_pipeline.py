@@ -15,8 +15,6 @@ A failed stage alerts through the configured webhook / e-mail.
 """
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 
 from lakehouse_mlops.config import PipelineConfig
@@ -44,14 +42,7 @@ STAGES = {
     start_date=None,
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "data-team",
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-        "execution_timeout": dt.timedelta(hours=2),
-    },
+    default_args=CFG.default_args(),
     params={"trade_date": Param(None, type=["null", "string"], format="date",
                                 description="Trade date to process (YYYY-MM-DD). Empty: the day before the run.")},
     tags=["lakehouse", "mlops", "iceberg", "spark", "mlflow"],

@@ -7,8 +7,6 @@ runs the same champion/challenger deployment: the alias moves only if the retrai
 """
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import Param, chain, dag
 
 from lakehouse_mlops.config import PipelineConfig
@@ -29,14 +27,7 @@ STAGES = ["model_training", "model_deployment"]
     catchup=False,
     is_paused_upon_creation=False,  # an automatic reaction to drift: active as soon as deployed
     max_active_runs=1,
-    default_args={
-        "owner": "data-team",
-        "retries": CFG.retries,
-        "retry_delay": dt.timedelta(seconds=CFG.retry_delay_seconds),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-        "execution_timeout": dt.timedelta(hours=2),
-    },
+    default_args=CFG.default_args(),
     params={"trade_date": Param(None, type=["null", "string"], format="date",
                                 description="Retrain up to this trade date (YYYY-MM-DD). Empty: the drifted date.")},
     tags=["lakehouse", "mlops", "retraining", "mlflow"],

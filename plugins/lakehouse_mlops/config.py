@@ -37,6 +37,19 @@ class PipelineConfig:
     drift_share_threshold: float
     retraining_lookback_days: int
 
+    def default_args(self) -> dict:
+        """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit."""
+        import datetime as dt
+
+        return {
+            "owner": "data-team",
+            "retries": self.retries,
+            "retry_delay": dt.timedelta(seconds=self.retry_delay_seconds),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": dt.timedelta(minutes=30),
+            "execution_timeout": dt.timedelta(hours=2),
+        }
+
     def dag_run_url(self, dag_id: str, run_id: str) -> str:
         from urllib.parse import quote
 
