@@ -7,7 +7,7 @@ JOBS_VENV := .venv-jobs
 STACK := $(JOBS_VENV)/bin/python scripts/stack.py
 PYTEST_ARGS ?=
 
-.PHONY: help deps system-deps env up down status demo rollback test test-dags test-jobs test-e2e lock clean bench
+.PHONY: help deps system-deps test-deps env up down status demo rollback test test-dags test-jobs test-e2e lock clean bench
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -51,7 +51,10 @@ demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airfl
 rollback: ## Serve the previous model again: swap the champion and previous aliases
 	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.rollback_champion
 
-test: deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
+test-deps: ## Debian Chromium for the browser check of the MLflow UI
+	@bash scripts/system_deps.sh chromium
+
+test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
 	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/e2e -q $(PYTEST_ARGS)
 

@@ -92,7 +92,8 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
         report["model"] = {
             "challenger_version": train.data.tags.get("model.version") if train else None,
             # The champion the challenger was compared with (before any promotion).
-            "champion_version": (dep.data.tags.get("model.champion_before") if dep else None),
+            "champion_version": None if not dep or dep.data.tags.get("model.champion_before") in (None, "none")
+            else dep.data.tags["model.champion_before"],
             "decision": dep.data.tags.get("deployment.decision") if dep else None,
             "challenger": challenger, "champion": champion or None, "roc": roc,
         }

@@ -316,6 +316,39 @@ def test_the_morning_report_shows_the_run(pipeline, client, experiment_id, tmp_p
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
 
 
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1600,1000", "--virtual-time-budget=20000"]
+
+
+def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    return subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_mlflow_ui_shows_the_report_and_the_stage_runs(pipeline, client, experiment_id, tmp_path):
+    """Headless Debian Chromium renders the MLflow UI (a React app) as a person would see it."""
+    import shutil
+
+    assert shutil.which("chromium"), "chromium missing: `make test` installs it (scripts/system_deps.sh chromium)"
+    label = GOOD_DATES[0].isoformat()
+    parent = parent_of(client, experiment_id, pipeline.runs[label])
+    run_url = f"{pipeline.stack.env['MLFLOW_UI_URL']}/#/experiments/{experiment_id}/runs/{parent.info.run_id}"
+    overview = chromium(tmp_path, "--dump-dom", run_url)
+    assert overview.returncode == 0, overview.stderr[-2000:]
+    assert f"ml_pipeline {label}" in overview.stdout and "Child runs" in overview.stdout
+    for stage in STAGES:
+        assert f"{stage} {label}" in overview.stdout, stage
+    report_url = f"{run_url}/artifacts/report/morning_report.png"
+    page = chromium(tmp_path, "--dump-dom", report_url)
+    assert "report/morning_report.png" in page.stdout
+    shot = REPO / "tests" / "artifacts" / "mlflow_parent_run_report.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    taken = chromium(tmp_path, f"--screenshot={shot}", report_url)
+    assert taken.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 50_000
+
+
 def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id):
     before = {name: date_counts(name) for name in (BRONZE, SILVER, GOLD, FEATURES, PREDICTIONS)}
     label = GOOD_DATES[0].isoformat()
