@@ -219,8 +219,8 @@ def _panel_funnel(ax, report: Mapping) -> None:
     colours = [C_BAD if q else C_MAIN for q in quarantine]
     bars = ax.barh(range(len(rows)), values, color=colours,
                    hatch=["///" if q else "" for q in quarantine], edgecolor="white")
-    first = next((v for v in values if v), None)
-    labels = [fmt_int(v) + (f"  ({fmt_pct(v / first)} of {rows[0][0]})" if q and first else "")
+    first = values[0] or None  # the share is of the funnel's first row (RAW), when it is known
+    labels = [fmt_int(v) + (f"  ({fmt_pct(v / first)} of {rows[0][0]})" if q and first and v is not None else "")
               for (_, v), q in zip(rows, quarantine)]
     _bar_labels(ax, bars, labels, colours=[C_BAD if q else "#212121" for q in quarantine],
                 bold=quarantine)

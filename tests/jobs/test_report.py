@@ -208,3 +208,24 @@ def test_write_report_writes_both_files(full, tmp_path):
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC
     page = paths["html"].read_text(encoding="utf-8")
     assert "data:image/png;base64," in page and "333,333" in page
+
+
+def test_a_retraining_run_with_only_model_stages_renders(tmp_path):
+    """ml_retraining runs no data stages: the funnel is unknown except the predictions."""
+    from jobs.report import write_report
+
+    report = {
+        "dag_run": {"dag_id": "ml_retraining", "run_id": "asset_triggered__x", "trade_date": "2026-11-26",
+                    "state": "success"},
+        "funnel": [["RAW", None], ["Bronze", None], ["Silver", None], ["Quarantine", None],
+                   ["Gold bars", None], ["Features", None], ["Predictions", 16156.0]],
+        "stages": [{"stage": "model_training", "status": "FINISHED", "duration_seconds": 20.0},
+                   {"stage": "model_deployment", "status": "FINISHED", "duration_seconds": 15.0}],
+        "quality": {"rejected_share": None, "rejected_by_reason": {}},
+        "drift": None,
+        "model": {"challenger_version": "4", "champion_version": "3", "decision": "promoted",
+                  "challenger": {"auc": 0.6}, "champion": {"auc": 0.55}, "roc": None},
+    }
+    paths = write_report(report, tmp_path)
+    assert paths["png"].stat().st_size > 10_000
+    assert "16,156" in paths["html"].read_text()
