@@ -334,6 +334,26 @@ class StageTracker:
             self.metrics({f"rows_{prefix}": snap.added_records})
 
 
+class NullTracker(StageTracker):
+    """Tracking switched off (LAKEHOUSE_TRACKING=off, benchmarks): every report is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(run_id="")
+
+    def metrics(self, values: dict[str, float]) -> None:
+        pass
+
+    def params(self, values: dict[str, Any]) -> None:
+        pass
+
+    def tags(self, values: dict[str, Any]) -> None:
+        pass
+
+
+def tracking_enabled() -> bool:
+    return _env("LAKEHOUSE_TRACKING", "on").lower() not in ("off", "0", "false", "no")
+
+
 def mlflow_experiment_id(settings: Settings) -> str:
     import mlflow
 
@@ -354,6 +374,9 @@ def stage_run(ctx: RunContext, settings: Settings) -> Iterator[StageTracker]:
     """Open the stage's MLflow child run; always log duration; end FAILED with the error on failure."""
     import mlflow
 
+    if not tracking_enabled():
+        yield NullTracker()
+        return
     experiment_id = mlflow_experiment_id(settings)
     started = time.monotonic()
     run = mlflow.start_run(
