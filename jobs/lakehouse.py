@@ -27,7 +27,8 @@ GOLD = "gold_option_bars_1m"
 FEATURES = "features_option_bars"
 PREDICTIONS = "predictions_option_bars"
 DRIFT = "monitoring_feature_drift"
-ALL_TABLES = (BRONZE, SILVER, QUARANTINE, GOLD, FEATURES, PREDICTIONS, DRIFT)
+QUARANTINE_FILES = "quarantine_raw_files"
+ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT)
 
 STAGES = (
     "raw_to_bronze",
@@ -43,6 +44,15 @@ STAGES = (
 def _env(name: str, default: str = "") -> str:
     value = os.environ.get(name, "")
     return value if value.strip() else default
+
+
+def _quality_mode(value: str) -> str:
+    from jobs.transforms.quality import MODES
+
+    mode = value.strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"QUALITY_GATES must be one of {', '.join(MODES)}, got {value!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,11 @@ class Settings:
     drift_psi_threshold: float
     promotion_margin: float
     extra_catalog_props: dict[str, str] = field(default_factory=dict)
+    quality_gates: str = "enforce"
+    quality_gates_file: str = ""
+    raw_column_aliases: dict[str, str] = field(default_factory=dict)
+    trading_session: str = "08:45-15:45"
+    known_underlyings: tuple[str, ...] = ("KOSPI200",)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -87,7 +102,29 @@ class Settings:
             drift_psi_threshold=float(_env("DRIFT_PSI_THRESHOLD", "0.25")),
             promotion_margin=float(_env("PROMOTION_MARGIN", "0.0")),
             extra_catalog_props={str(k): str(v) for k, v in extra.items()},
+            quality_gates=_quality_mode(_env("QUALITY_GATES", "enforce")),
+            quality_gates_file=_env("QUALITY_GATES_FILE"),
+            raw_column_aliases={str(k): str(v) for k, v in json.loads(_env("RAW_COLUMN_ALIASES", "{}")).items()},
+            trading_session=_env("TRADING_SESSION", "08:45-15:45"),
+            known_underlyings=tuple(u.strip() for u in _env("KNOWN_UNDERLYINGS", "KOSPI200").split(",")
+                                    if u.strip()),
         )
+
+    def row_rules(self):
+        """Silver's row-level validation settings."""
+        from jobs.transforms.silver import RowRules
+
+        try:
+            start, end = (dt.time.fromisoformat(t.strip()) for t in self.trading_session.split("-"))
+        except ValueError:
+            raise ValueError(f"TRADING_SESSION must look like 08:45-15:45, got {self.trading_session!r}") from None
+        return RowRules(session_open=start, session_close=end, known_underlyings=self.known_underlyings,
+                        timezone=self.timezone)
+
+    def quality_rules(self, layer: str) -> dict:
+        from jobs.transforms.quality import load_rules
+
+        return load_rules(self.quality_gates_file or None).get(layer, {})
 
     def ensure_local_dirs(self) -> None:
         """SQLite and file warehouses need their folders before the first connection."""
@@ -253,6 +290,48 @@ def replace_date_partition(df, table: str, trade_date: dt.date, partition_col: s
     snap = current_snapshot(spark, table)
     assert snap is not None, f"no snapshot after writing {table}"
     return snap
+
+
+def quality_gate(layer: str, settings: Settings, tracker: "StageTracker", trade_date: dt.date,
+                 figures: dict[str, float | None]) -> None:
+    """Log the layer's figures and gate results; raise before publishing when a gate fails.
+
+    Call it after computing ``figures`` and before writing the layer's table.
+    """
+    from jobs.transforms.quality import QualityGateFailed, evaluate, failure_message
+
+    tracker.metrics({f"dq.{k}": v for k, v in figures.items()})
+    if settings.quality_gates == "off":
+        tracker.tags({f"quality_gate.{layer}": "off"})
+        return
+    results = evaluate(settings.quality_rules(layer), figures)
+    tracker.metrics({f"gate.{r.rule}": 1.0 if r.passed else 0.0 for r in results if not r.skipped})
+    failed = [r for r in results if not r.passed]
+    if not failed:
+        tracker.tags({f"quality_gate.{layer}": "passed"})
+        return
+    message = failure_message(layer, trade_date, failed)
+    if settings.quality_gates == "warn":
+        tracker.tags({f"quality_gate.{layer}": "warned", f"quality_gate.{layer}.failures": message[:4900]})
+        print(f"WARNING {message}", file=sys.stderr)
+        return
+    tracker.tags({f"quality_gate.{layer}": "failed"})
+    raise QualityGateFailed(message)
+
+
+def gates_enabled(settings: Settings) -> bool:
+    return settings.quality_gates != "off"
+
+
+def recent_partition_rows(spark, table: str, before: dt.date, limit: int) -> list[int]:
+    """Row counts of the latest ``limit`` dates before ``before``, from metadata (no data scan)."""
+    if not spark.catalog.tableExists(table):
+        return []
+    rows = spark.sql(
+        f"SELECT partition.trade_date AS d, sum(record_count) AS n FROM {table}.partitions "
+        f"WHERE partition.trade_date < DATE '{before.isoformat()}' GROUP BY 1 ORDER BY 1 DESC LIMIT {int(limit)}"
+    ).collect()
+    return [int(r["n"]) for r in rows if r["n"]]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,34 +1,119 @@
-"""RAW → Bronze: land one trade date of vendor tick files in Iceberg, as delivered."""
+"""RAW → Bronze: land one trade date of vendor tick files in Iceberg, as delivered.
+
+Every file of the date folder is read on its own (Parquet, CSV, JSON lines). A file that cannot
+be loaded is recorded in ``quarantine_raw_files`` with its reason and the rest still loads;
+Bronze keeps every row of every loaded file, malformed lines included (Silver sets them aside).
+"""
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 import sys
+from functools import reduce
 
-from jobs.lakehouse import BRONZE, stage_cli
-from jobs.transforms.bronze import to_bronze
+from jobs.lakehouse import BRONZE, QUARANTINE_FILES, stage_cli
+from jobs.raw_files import FILE_REASONS, FileRejection, LoadedFile, list_raw_files, read_raw_file
+from jobs.transforms.bronze import CORRUPT, to_bronze
 
 
 def raw_date_path(raw_root: str, trade_date: dt.date) -> str:
     return f"{raw_root.rstrip('/')}/trade_date={trade_date.isoformat()}"
 
 
+def file_quarantine_frame(spark, rejections: list[FileRejection], trade_date: dt.date, ingested_at: dt.datetime):
+    schema = ("trade_date date, source_file string, source_format string, reason string, detail string, "
+              "size_bytes bigint, _ingested_at timestamp")
+    rows = [(trade_date, r.path, r.format, r.reason, r.detail, r.size, ingested_at) for r in rejections]
+    return spark.createDataFrame(rows, schema)
+
+
+def bronze_figures(spark, settings, bronze, trade_date: dt.date, files_in: int, files_rejected: int) -> dict:
+    """Batch figures the bronze gate judges: volume, malformed lines, last tick, rejected files."""
+    from pyspark.sql import functions as F
+
+    rules = settings.quality_rules("bronze")
+    ts = F.col("exchange_ts").cast("timestamp")
+    # Session close in the session time zone (Python datetimes would be in the machine's zone).
+    close = F.to_timestamp(F.lit(f"{trade_date.isoformat()} {settings.row_rules().session_close.isoformat()}"))
+    row = bronze.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.col(CORRUPT).isNotNull().cast("long")).alias("malformed"),
+        F.max(F.when(F.to_date(ts) == F.lit(trade_date), ts)).alias("last_tick"),
+    ).select("*", ((close.cast("long") - F.col("last_tick").cast("long")) / 60.0).alias("gap")).first()
+    rows = int(row["rows"])
+    figures: dict[str, float | None] = {
+        "rows": rows,
+        "malformed_share": (row["malformed"] or 0) / rows if rows else 0.0,
+        "quarantined_file_share": files_rejected / files_in if files_in else 0.0,
+        "volume_ratio": None,
+        "last_tick_gap_minutes": None,
+    }
+    from jobs.lakehouse import recent_partition_rows
+
+    history = recent_partition_rows(spark, settings.table(BRONZE), trade_date,
+                                    int(rules.get("volume_lookback_dates", 5)))
+    if len(history) >= int(rules.get("volume_min_history", 3)):
+        figures["volume_ratio"] = rows / statistics.median(history)
+    if row["gap"] is not None:
+        figures["last_tick_gap_minutes"] = max(0.0, float(row["gap"]))
+    return figures
+
+
 def run(spark, settings, ctx, tracker) -> None:
-    from jobs.lakehouse import replace_date_partition
+    from jobs.lakehouse import gates_enabled, quality_gate, replace_date_partition
 
     source = raw_date_path(settings.raw_ticks_path, ctx.trade_date)
-    try:
-        raw = spark.read.parquet(source)
-    except Exception as exc:  # AnalysisException: path does not exist
-        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
-            raise FileNotFoundError(f"no RAW ticks for {ctx.trade_date} at {source}") from None
-        raise
+    files = list_raw_files(spark, source)
+    if not files:
+        raise FileNotFoundError(f"no RAW ticks for {ctx.trade_date} at {source}")
     ingested_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    tracker.params({"source": source, "raw_files": len(raw.inputFiles())})
-    snap = replace_date_partition(to_bronze(raw, ctx.trade_date, ingested_at), settings.table(BRONZE),
-                                  ctx.trade_date)
-    # Bronze keeps every delivered row, so what came in is what was written.
+    outcomes = [read_raw_file(spark, f, settings.raw_column_aliases) for f in files]
+    loaded = [o for o in outcomes if isinstance(o, LoadedFile)]
+    rejected = [o for o in outcomes if isinstance(o, FileRejection)]
+    for r in rejected:
+        print(f"RAW file set aside ({r.reason}): {r.path}: {r.detail}", file=sys.stderr)
+    tracker.params({"source": source, "raw_files": len(files),
+                    "raw_formats": ",".join(sorted({o.format for o in loaded}))})
+    renamed = {k: v for o in loaded for k, v in o.mapping.renames.items()}
+    extra = sorted({c for o in loaded for c in o.mapping.extra})
+    if renamed or extra:
+        tracker.tags({"schema.renamed": ", ".join(f"{k}->{v}" for k, v in sorted(renamed.items())) or "-",
+                      "schema.extra_columns": ", ".join(extra) or "-"})
+    tracker.metrics({"files_in": len(files), "files_loaded": len(loaded), "files_quarantined": len(rejected),
+                     **{f"files_quarantined.{reason}": sum(r.reason == reason for r in rejected)
+                        for reason in FILE_REASONS}})
+
+    if loaded:
+        raw = reduce(lambda a, b: a.unionByName(b), (o.frame for o in loaded))
+    else:  # every file set aside: Bronze for the date becomes empty (and the gate decides)
+        raw = _empty_canonical(spark)
+    bronze = to_bronze(raw, ctx.trade_date, ingested_at)
+
+    # The file quarantine is a record of what RAW held: written whether or not Bronze is published.
+    files_snap = replace_date_partition(file_quarantine_frame(spark, rejected, ctx.trade_date, ingested_at),
+                                        settings.table(QUARANTINE_FILES), ctx.trade_date)
+    tracker.tags({"iceberg.files_quarantine_snapshot_id": files_snap.snapshot_id})
+    if gates_enabled(settings):
+        bronze = bronze.persist()
+        try:
+            quality_gate("bronze", settings, tracker, ctx.trade_date,
+                         bronze_figures(spark, settings, bronze, ctx.trade_date, len(files), len(rejected)))
+            snap = replace_date_partition(bronze, settings.table(BRONZE), ctx.trade_date)
+        finally:
+            bronze.unpersist()
+    else:
+        snap = replace_date_partition(bronze, settings.table(BRONZE), ctx.trade_date)
+    # Bronze keeps every row of the loaded files, so what came in is what was written.
     tracker.published(snap, rows_in=snap.added_records)
     tracker.metrics({"rows_rejected": 0})
+    spark.catalog.clearCache()  # the text files read for validation
+
+
+def _empty_canonical(spark):
+    from jobs.transforms.bronze import RAW_COLUMNS
+
+    cols = [*RAW_COLUMNS, "_extra", CORRUPT, "_source_file", "_source_format"]
+    return spark.createDataFrame([], ", ".join(f"`{c}` string" for c in cols))
 
 
 if __name__ == "__main__":

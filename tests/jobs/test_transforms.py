@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.transforms.bronze import to_bronze
+from jobs.transforms.bronze import canonical, map_columns, to_bronze
 from jobs.transforms.drift import feature_drift, psi
 from jobs.transforms.features import FEATURE_COLUMNS, LABEL, build_features, training_window
 from jobs.transforms.gold import minute_bars
@@ -37,7 +37,8 @@ def tick(seq, ts, contract="KOSPI200-20261210-C-340.0", bid=1.0, ask=1.1, last=1
 def bronze_of(spark, rows):
     # Row dicts, not pandas: real nulls, as a vendor's Parquet file has them.
     raw = spark.createDataFrame([tuple(r.values()) for r in rows], RAW_SCHEMA)
-    return to_bronze(raw, D, dt.datetime(2026, 11, 25, 0, 0))
+    text = canonical(raw, map_columns(raw.columns), "file:/raw/ticks.parquet", "parquet")
+    return to_bronze(text, D, dt.datetime(2026, 11, 26, 0, 0))
 
 
 def test_bronze_keeps_every_row_and_adds_ingestion_metadata(spark):
@@ -45,8 +46,10 @@ def test_bronze_keeps_every_row_and_adds_ingestion_metadata(spark):
     assert bronze.count() == 2
     row = bronze.first()
     assert row["trade_date"] == D
-    assert row["_ingested_at"] == dt.datetime(2026, 11, 25, 0, 0)
-    assert "_source_file" in bronze.columns
+    assert row["_ingested_at"] == dt.datetime(2026, 11, 26, 0, 0)
+    assert row["_source_file"] == "file:/raw/ticks.parquet" and row["_source_format"] == "parquet"
+    # Delivered values as text; a timestamp keeps its instant through its offset.
+    assert row["exchange_ts"] == "2026-11-24T09:00:01.000000+09:00" and row["bid"] == "1.0"
 
 
 def test_silver_rejects_each_bad_kind_with_its_reason(spark):
@@ -68,7 +71,7 @@ def test_silver_rejects_each_bad_kind_with_its_reason(spark):
     assert sorted(r["seq_no"] for r in good.collect()) == [1, 6]
     assert good.count() + bad.count() == len(rows)  # nothing silently dropped
     raw = json.loads(bad.filter("reject_reason = 'crossed_quote'").first()["raw_content"])
-    assert raw["bid"] == 2.0 and raw["ask"] == 1.0 and raw["seq_no"] == 4
+    assert raw["bid"] == "2.0" and raw["ask"] == "1.0" and raw["seq_no"] == "4"
 
 
 def test_gold_bars_are_ohlc_per_contract_minute(spark):
