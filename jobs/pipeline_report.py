@@ -57,7 +57,9 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
             ("Predictions", "model_deployment", "rows_out"))],
         "stages": stages,
         "quality": {"rejected_share": get("bronze_to_silver", "rejected_share"),
-                    "rejected_by_reason": {r: get("bronze_to_silver", f"rejected.{r}") for r in REASONS}},
+                    # Reasons that occurred (twelve zero bars would hide the ones that matter).
+                    "rejected_by_reason": {r: n for r in REASONS if (n := get("bronze_to_silver", f"rejected.{r}"))},
+                    "files_quarantined": get("raw_to_bronze", "files_quarantined")},
         "drift": None,
         "model": None,
     }

@@ -213,6 +213,25 @@ def _fmt(value, digits: int = 0) -> str:
     return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
 
 
+def _quality_lines(stages: dict) -> list[str]:
+    """Files and rows set aside, by reason, and the quality gates' verdicts."""
+    bronze = stages.get("raw_to_bronze", {}).get("metrics", {})
+    silver = stages.get("bronze_to_silver", {}).get("metrics", {})
+    files = {k.split(".", 1)[1]: int(v) for k, v in bronze.items() if k.startswith("files_quarantined.") and v}
+    rows = {k.split(".", 1)[1]: int(v) for k, v in silver.items() if k.startswith("rejected.") and v}
+    gates = {layer: stages.get(stage, {}).get("tags", {}).get(f"quality_gate.{layer}")
+             for layer, stage in (("bronze", "raw_to_bronze"), ("silver", "bronze_to_silver"),
+                                  ("gold", "silver_to_gold"), ("features", "feature_engineering"))}
+    out = []
+    if files:
+        out.append("  files quarantined: " + ", ".join(f"{r} {n}" for r, n in files.items()))
+    if rows:
+        out.append("  rows quarantined: " + ", ".join(f"{r} {n:,}" for r, n in rows.items()))
+    if any(gates.values()):
+        out.append("  quality gates: " + ", ".join(f"{layer} {state}" for layer, state in gates.items() if state))
+    return out
+
+
 def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
     lines = ["", "=" * 96, "lakehouse-mlops demo summary", "=" * 96]
     for label, info in summary["dates"].items():
@@ -230,6 +249,7 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
                          f"{_fmt(m.get('rows_rejected')):>10}{_fmt(m.get('duration_seconds'), 1):>9}  "
                          f"{s['tags'].get('iceberg.snapshot_id', '')}"
                          + ("" if s["status"] == "FINISHED" else f"  [{s['status']}: {s['tags'].get('error', '')[:80]}]"))
+        lines.extend(_quality_lines(info["stages"]))
         train = info["stages"].get("model_training", {}).get("metrics", {})
         deploy = info["stages"].get("model_deployment", {})
         monitor = info["stages"].get("monitoring", {})
@@ -293,6 +313,15 @@ def main(argv: list[str] | None = None) -> int:
         generate_raw(env, calm, per_date * len(calm))
     for d in sorted(stressed & set(dates)):
         generate_raw(env, [d], per_date, regime=3.0)
+    default_messy = dates[min(1, len(dates) - 1)].isoformat()
+    messy = {dt.date.fromisoformat(d.strip()) for d in (env.get("DEMO_MESSY_DATES") or default_messy).split(",")
+             if d.strip()}
+    for d in sorted(messy & set(dates)):
+        from jobs import generate_messy_delivery
+
+        generate_messy_delivery.write(env["RAW_TICKS_PATH"], d)
+        print(f"    {d}: plus a messy second vendor delivery (CSV, JSON lines, a truncated Parquet file, "
+              "a spreadsheet) to show the quarantine")
     print("2/4 Waiting for Airflow to parse ml_pipeline, then unpausing it")
     airflow = Airflow(env)
     airflow.wait_for_dag()

@@ -19,6 +19,7 @@ from stack_support import Stack, running_stack
 GOOD_DATES = (dt.date(2026, 11, 24), dt.date(2026, 11, 25))
 DRIFT_DATE = dt.date(2026, 11, 26)    # a stressed market: volatility, spreads and sizes x3
 MISSING_DATE = dt.date(2026, 11, 23)  # a Monday with no RAW delivered
+MESSY_DATE = GOOD_DATES[1]            # also gets a messy second vendor delivery (every kind of bad input)
 TICKS_PER_DATE = 40_000
 
 
@@ -59,11 +60,14 @@ class PipelineSession:
     states: dict[str, str] = field(default_factory=dict)   # label -> final state
     webhook: WebhookReceiver | None = None
     retraining: dict[str, str] = field(default_factory=dict)  # run id -> final state
+    messy: dict = field(default_factory=dict)  # what the messy delivery must produce
 
 
 @pytest.fixture(scope="session")
 def pipeline(request) -> PipelineSession:
     import demo
+
+    from jobs import generate_messy_delivery
 
     root = Path(tempfile.mkdtemp(prefix="lakehouse-e2e-"))
     webhook = WebhookReceiver()
@@ -81,6 +85,7 @@ def pipeline(request) -> PipelineSession:
             session = PipelineSession(stack=st, airflow=None, webhook=webhook)
             demo.generate_raw(st.env, list(GOOD_DATES), TICKS_PER_DATE * len(GOOD_DATES))
             demo.generate_raw(st.env, [DRIFT_DATE], TICKS_PER_DATE, regime=3.0)
+            session.messy = generate_messy_delivery.write(st.env["RAW_TICKS_PATH"], MESSY_DATE)
             airflow = demo.Airflow(st.env)
             session.airflow = airflow
             airflow.wait_for_dag()

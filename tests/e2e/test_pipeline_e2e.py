@@ -18,8 +18,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import DRIFT_DATE, GOOD_DATES, MISSING_DATE, TICKS_PER_DATE
-from jobs.lakehouse import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, SILVER, Settings
+from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
+from jobs.lakehouse import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, QUARANTINE_FILES, SILVER, Settings
+from jobs.transforms.silver import REASONS
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
@@ -61,6 +62,11 @@ def latest_by_stage(children):
 OK_DATES = (*GOOD_DATES, DRIFT_DATE)
 
 
+def bronze_rows(pipeline, day) -> int:
+    """Ticks of the clean feed plus, on the messy date, every row of the vendor files that load."""
+    return TICKS_PER_DATE + (pipeline.messy["rows_loaded"] if day == MESSY_DATE else 0)
+
+
 def test_good_dates_succeed_and_the_missing_date_fails(pipeline):
     assert pipeline.states == {"missing": "failed", **{d.isoformat(): "success" for d in OK_DATES}}
 
@@ -80,7 +86,7 @@ def test_one_parent_run_per_dag_run_closed_with_the_outcome(pipeline, client, ex
         else:
             assert parent.info.status == "FINISHED"
             assert parent.data.tags["pipeline.trade_date"] == label
-            assert parent.data.metrics["raw_to_bronze.rows_out"] == TICKS_PER_DATE
+            assert parent.data.metrics["raw_to_bronze.rows_out"] == bronze_rows(pipeline, dt.date.fromisoformat(label))
 
 
 def test_every_stage_has_a_child_run_with_the_contract_tags_and_metrics(pipeline, client, experiment_id):
@@ -101,7 +107,11 @@ def test_every_stage_has_a_child_run_with_the_contract_tags_and_metrics(pipeline
         silver = stages["bronze_to_silver"].data.metrics
         assert silver["rows_rejected"] > 0  # the generator plants bad rows
         assert silver["rows_in"] == silver["rows_out"] + silver["rows_rejected"]
-        assert stages["raw_to_bronze"].data.metrics["rows_in"] == TICKS_PER_DATE
+        assert stages["raw_to_bronze"].data.metrics["rows_in"] == bronze_rows(pipeline, d)
+        for layer, stage in (("bronze", "raw_to_bronze"), ("silver", "bronze_to_silver"), ("gold", "silver_to_gold"),
+                             ("features", "feature_engineering")):
+            assert stages[stage].data.tags[f"quality_gate.{layer}"] == "passed"
+            assert stages[stage].data.metrics["dq.rows"] > 0 and stages[stage].data.metrics["gate.min_rows"] == 1
         train = stages["model_training"].data.metrics
         assert {"auc", "accuracy", "f1", "log_loss"} <= set(train)
         assert 0 <= train["auc"] <= 1
@@ -125,15 +135,32 @@ def date_counts(table_name):
 
 
 def test_tables_hold_every_good_date_and_quarantine_explains_rejects(pipeline):
-    assert date_counts(BRONZE) == {d: TICKS_PER_DATE for d in OK_DATES}
+    assert date_counts(BRONZE) == {d: bronze_rows(pipeline, d) for d in OK_DATES}
     for name in (SILVER, GOLD, FEATURES, PREDICTIONS):
         counts = date_counts(name)
         assert set(counts) == set(OK_DATES) and all(n > 0 for n in counts.values()), name
     settings = Settings.from_env()
     quarantine = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{QUARANTINE}").scan().to_arrow()
     reasons = set(quarantine.column("reject_reason").to_pylist())
-    assert reasons and reasons <= {"null_key", "non_positive_price", "crossed_quote", "outside_trade_date", "duplicate"}
+    assert reasons and reasons <= set(REASONS)
     assert all(quarantine.column("raw_content").to_pylist())
+
+
+def test_the_messy_delivery_is_quarantined_by_file_and_by_row_and_logged(pipeline, client, experiment_id):
+    settings = Settings.from_env()
+    files = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{QUARANTINE_FILES}").scan(
+        row_filter=f"trade_date = '{MESSY_DATE}'").to_arrow().to_pylist()
+    assert {Path(f["source_file"]).name: f["reason"] for f in files} == pipeline.messy["files"]
+    stages = latest_by_stage(children_of(client, experiment_id, parent_of(
+        client, experiment_id, pipeline.runs[MESSY_DATE.isoformat()]).info.run_id))
+    bronze = stages["raw_to_bronze"].data
+    assert bronze.metrics["files_quarantined"] == 3 and bronze.metrics["files_loaded"] == 3
+    assert "ts->exchange_ts" in bronze.tags["schema.renamed"] and bronze.tags["schema.extra_columns"] == "venue"
+    silver = stages["bronze_to_silver"].data.metrics
+    for reason, n in pipeline.messy["rejected"].items():
+        assert silver[f"rejected.{reason}"] >= n, reason   # the clean feed plants duplicates too
+    assert silver["rejected.wrong_timezone"] == 5 and silver["rejected.future_timestamp"] == 1
+    assert silver["rows_in"] == silver["rows_out"] + silver["rows_rejected"]
 
 
 def test_champion_is_registered_and_its_artifacts_live_in_seaweedfs(pipeline, client):
