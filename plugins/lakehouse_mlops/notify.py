@@ -71,7 +71,7 @@ def _send_mail(subject: str, body: str) -> None:
         smtp.send_message(msg)
 
 
-_ROOT_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)\w*): (.+)$")
+_ROOT_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Failed)\w*): (.+)$")
 
 
 def summarize_error(error: BaseException | None, limit: int = 1500) -> str:
