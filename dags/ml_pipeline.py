@@ -11,13 +11,16 @@ are safe. Each stage is a Spark job (`jobs/<stage>.py`) that logs rows, duration
 quality and Iceberg snapshot ids to one MLflow child run under this DAG run's parent run.
 Use the **MLflow run** link on any task to jump there. When too many features drift,
 `drift_gate` alerts and emits the `feature_drift_alert` asset, which starts `ml_retraining`.
-A failed stage alerts through the configured webhook / e-mail.
+A failed stage alerts through the configured webhook / e-mail, and so does a run that has not
+finished `PIPELINE_DEADLINE_MINUTES` after its scheduled time (a Deadline Alert; default 06:00).
+Backfill a range of trade dates with `make backfill FROM=... TO=...` (see the README).
 """
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 
 from lakehouse_mlops.config import PipelineConfig
+from lakehouse_mlops.deadline import deadline_alert
 from lakehouse_mlops.notify import FailureNotifier
 from lakehouse_mlops.pipeline_tasks import (
     drift_gate_task, finish_tracking_task, publish_report_task, start_tracking_task,
@@ -43,6 +46,7 @@ STAGES = {
     catchup=False,
     max_active_runs=1,
     default_args=CFG.default_args(),
+    deadline=deadline_alert(CFG),
     params={"trade_date": Param(None, type=["null", "string"], format="date",
                                 description="Trade date to process (YYYY-MM-DD). Empty: the day before the run.")},
     tags=["lakehouse", "mlops", "iceberg", "spark", "mlflow"],

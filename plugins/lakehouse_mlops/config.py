@@ -13,6 +13,22 @@ def env(name: str, default: str = "") -> str:
     return value if value.strip() else default
 
 
+def bounded_mlflow_http() -> None:
+    """Bound the MLflow client's HTTP retries before talking to MLflow (same defaults as the stages).
+
+    MLflow's own defaults retry one call for about 4 minutes; a task (or a UI link) waiting on a
+    dead tracking server should fail in seconds and leave the retrying to Airflow.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def _minutes(value: str) -> int:
+    """Whole minutes; ``off``/``none``/``0`` disable."""
+    return 0 if value.strip().lower() in ("off", "none", "false", "disabled") else int(value)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     dag_id: str
@@ -36,6 +52,7 @@ class PipelineConfig:
     airflow_ui_url: str
     drift_share_threshold: float
     retraining_lookback_days: int
+    deadline_minutes: int = 240  # after the scheduled time; 0 disables (lakehouse_mlops/deadline.py)
 
     def default_args(self) -> dict:
         """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit."""
@@ -81,4 +98,5 @@ class PipelineConfig:
             airflow_ui_url=env("AIRFLOW_UI_URL", "http://127.0.0.1:8080").rstrip("/"),
             drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", "0.3")),
             retraining_lookback_days=int(env("RETRAINING_LOOKBACK_DAYS", "5")),
+            deadline_minutes=_minutes(env("PIPELINE_DEADLINE_MINUTES", "240")),
         )
