@@ -6,8 +6,10 @@ AIRFLOW_VENV := .venv-airflow
 JOBS_VENV := .venv-jobs
 STACK := $(JOBS_VENV)/bin/python scripts/stack.py
 PYTEST_ARGS ?=
+BENCH_SIZES ?= 1000000,10000000
+BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status demo rollback test test-dags test-jobs test-e2e lock clean bench
+.PHONY: help deps system-deps test-deps env up down status demo backfill rollback test test-dags test-jobs test-e2e test-faults lock clean bench
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -48,6 +50,10 @@ status: ## Health of the embedded services
 demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airflow, print a summary
 	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/demo.py
 
+backfill: ## Rerun ml_pipeline for trade dates FROM..TO (YYYY-MM-DD, both included) as an Airflow backfill
+	@if [ -z "$(FROM)" ] || [ -z "$(TO)" ]; then echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD [BACKFILL_ARGS='--dry-run']"; exit 2; fi
+	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/backfill.py --from $(FROM) --to $(TO) $(BACKFILL_ARGS)
+
 rollback: ## Serve the previous model again: swap the champion and previous aliases
 	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.rollback_champion
 
@@ -56,7 +62,7 @@ test-deps: ## Debian Chromium for the browser check of the MLflow UI
 
 test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
-	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/e2e -q $(PYTEST_ARGS)
+	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q $(PYTEST_ARGS)
 
 test-dags: deps
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags -q $(PYTEST_ARGS)
@@ -67,10 +73,16 @@ test-jobs: deps
 test-e2e: deps
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q $(PYTEST_ARGS)
 
+test-faults: deps ## Fault drills: MLflow or SeaweedFS down, a Spark job killed mid-write (~5 min)
+	$(JOBS_VENV)/bin/python -m pytest tests/faults -q $(PYTEST_ARGS)
+
 lock: ## Re-resolve requirements/*.in into the pinned lock files
 	rm -rf /tmp/lock-airflow /tmp/lock-jobs
 	$(PYTHON) -m venv /tmp/lock-airflow && /tmp/lock-airflow/bin/pip install -q -r requirements/airflow.in && /tmp/lock-airflow/bin/pip freeze > requirements/airflow.lock
 	$(PYTHON) -m venv /tmp/lock-jobs && /tmp/lock-jobs/bin/pip install -q -r requirements/jobs.in && /tmp/lock-jobs/bin/pip freeze > requirements/jobs.lock
+
+bench: deps ## Measure tracking overhead, 10x scaling, Spark vs DuckDB and stack memory -> bench/results.json
+	BENCH_SIZES="$(BENCH_SIZES)" BENCH_REPEATS="$(BENCH_REPEATS)" $(JOBS_VENV)/bin/python -m bench.run
 
 clean: down ## Stop services and delete all embedded data (var/stack)
 	rm -rf var/stack

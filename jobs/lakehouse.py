@@ -207,6 +207,9 @@ def spark_session(app_name: str, settings: Settings, master: str | None = None):
         "spark.sql.session.timeZone": settings.timezone,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.adaptive.enabled": "true",
+        # Every write replaces one trade_date partition: Iceberg's default hash distribution by
+        # partition would shuffle all rows into one writer task (make bench, Spark event logs).
+        "spark.sql.iceberg.distribution-mode": "none",
         **settings.spark_catalog_conf(),
     }
     for key, value in conf.items():
@@ -448,12 +451,52 @@ def mlflow_experiment_id(settings: Settings) -> str:
         return exp.experiment_id
 
 
+def supersede_ghost_runs(ctx: RunContext, settings: Settings, new_run_id: str, experiment_id: str) -> list[str]:
+    """End earlier attempts of this stage that are still RUNNING (their process died) as KILLED.
+
+    Same stage, trade date and DAG-run parent; without a parent, runs of the same stage and date
+    started outside Airflow. Each gets ``superseded_by=<new run>``, and so do its RUNNING nested runs
+    (training candidates), so a killed attempt never stays RUNNING next to its retry.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    stage = ctx.task_id or ctx.stage
+    query = (f"attributes.status = 'RUNNING' and tags.`pipeline.stage` = '{stage}' "
+             f"and tags.`pipeline.trade_date` = '{ctx.trade_date.isoformat()}'")
+    if ctx.parent_run_id:
+        query += f" and tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'"
+    ghosts = [r for r in client.search_runs([experiment_id], query, max_results=100)
+              if r.info.run_id != new_run_id
+              and (ctx.parent_run_id or not ({"airflow.run_id", "mlflow.parentRunId"} & set(r.data.tags)))]
+    ended = []
+    for ghost in ghosts:
+        nested = client.search_runs(
+            [experiment_id], f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{ghost.info.run_id}'",
+            max_results=1000)
+        for run in [*nested, ghost]:
+            client.set_tag(run.info.run_id, "superseded_by", new_run_id)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+        print(f"run {ghost.info.run_id} of an earlier attempt was still RUNNING: ended KILLED, "
+              f"superseded by {new_run_id}", file=sys.stderr)
+    return ended
+
+
 @contextlib.contextmanager
-def stage_run(ctx: RunContext, settings: Settings) -> Iterator[StageTracker]:
-    """Open the stage's MLflow child run; always log duration; end FAILED with the error on failure."""
+def stage_run(ctx: RunContext, settings: Settings, dependencies: "list[Dependency] | None" = None,
+              check_first: bool = True) -> Iterator[StageTracker]:
+    """Open the stage's MLflow child run; always log duration; end FAILED with the error on failure.
+
+    ``dependencies`` (S3 for artifacts and data) are checked once the run exists (unless
+    ``check_first`` is off), so an outage is recorded on the run; a failure while one of them is
+    down is reported as that outage.
+    """
     import mlflow
 
     if not tracking_enabled():
+        if check_first:
+            wait_for_dependencies(dependencies or [])
         yield NullTracker()
         return
     experiment_id = mlflow_experiment_id(settings)
@@ -465,9 +508,18 @@ def stage_run(ctx: RunContext, settings: Settings) -> Iterator[StageTracker]:
         tags=ctx.tags(settings),
     )
     tracker = StageTracker(run.info.run_id)
-    tracker.params({"trade_date": ctx.trade_date.isoformat(), "stage": ctx.stage})
     try:
-        yield tracker
+        tracker.params({"trade_date": ctx.trade_date.isoformat(), "stage": ctx.stage})
+        supersede_ghost_runs(ctx, settings, run.info.run_id, experiment_id)
+        if check_first:
+            wait_for_dependencies(dependencies or [])
+        try:
+            yield tracker
+        except Exception as exc:
+            down = first_unreachable(dependencies or [])
+            if down is None:
+                raise
+            raise DependencyUnavailable(down[0], 1, 0.0, down[1], during=f"{type(exc).__name__}: {exc}") from exc
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}"
         mlflow.set_tags({"error": message[:4900], "error.type": type(exc).__name__})
@@ -477,6 +529,123 @@ def stage_run(ctx: RunContext, settings: Settings) -> Iterator[StageTracker]:
     else:
         mlflow.log_metric("duration_seconds", time.monotonic() - started)
         mlflow.end_run(status="FINISHED")
+
+
+# --------------------------------------------------------------------------------------------------
+# Dependencies: MLflow and S3 probed before a stage starts; bounded waits, then a clear failure
+# --------------------------------------------------------------------------------------------------
+
+# EX_TEMPFAIL (sysexits.h): a service the stage needs is down; a later retry may succeed.
+DEPENDENCY_EXIT_CODE = 75
+# Stages that read or write MLflow artifacts (models, figures), which the tracking server keeps in S3.
+ARTIFACT_STAGES = ("model_training", "model_deployment", "monitoring")
+
+
+class DependencyUnavailable(RuntimeError):
+    """A service stayed unreachable through every attempt (or went away while the stage ran)."""
+
+    def __init__(self, dependency: "Dependency", attempts: int, elapsed: float, reason: str,
+                 during: str | None = None):
+        self.dependency, self.attempts, self.elapsed, self.reason = dependency, attempts, elapsed, reason
+        if during is None:
+            message = (f"{dependency.name} {dependency.url} unreachable after {attempts} attempt"
+                       f"{'s' if attempts != 1 else ''} over {elapsed:.0f} s: {reason}")
+        else:
+            message = f"{dependency.name} {dependency.url} unreachable ({reason}); the stage failed with {during}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A service a stage needs, probed with one HTTP GET."""
+
+    name: str
+    url: str
+    probe_path: str = "/"
+    healthy_status: tuple[int, int] = (200, 499)  # inclusive range of answers that count as up
+
+    def problem(self, timeout: float) -> str | None:
+        """None when the service answers as expected, else why not (exception type or HTTP status)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url.rstrip("/") + self.probe_path, timeout=timeout) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            return type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+        low, high = self.healthy_status
+        return None if low <= status <= high else f"HTTP {status} from {self.probe_path}"
+
+
+def bounded_mlflow_http() -> None:
+    """Bound the MLflow client's own HTTP retries: its defaults retry one call for about 4 minutes."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = _env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = _env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = _env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def _uses_s3(path: str) -> bool:
+    return path.startswith(("s3://", "s3a://", "s3n://"))
+
+
+def stage_dependencies(stage: str, settings: Settings) -> tuple[list[Dependency], list[Dependency]]:
+    """(needed before the run is opened, needed by the stage body) for one stage.
+
+    MLflow first: without it no run can be recorded. S3 (MLFLOW_S3_ENDPOINT_URL) when the stage
+    moves MLflow artifacts or its RAW/warehouse paths are on S3; it is checked once the run is open,
+    so the outage is recorded on the run.
+    """
+    before: list[Dependency] = []
+    tracking_uri = _env("MLFLOW_TRACKING_URI")
+    if tracking_enabled() and tracking_uri.startswith(("http://", "https://")):
+        before.append(Dependency("MLflow tracking server", tracking_uri.rstrip("/"), "/health", (200, 200)))
+    during: list[Dependency] = []
+    endpoint = _env("MLFLOW_S3_ENDPOINT_URL")
+    needs_s3 = ((stage in ARTIFACT_STAGES and tracking_enabled())
+                or _uses_s3(settings.raw_ticks_path) or _uses_s3(settings.warehouse))
+    if endpoint and needs_s3:
+        during.append(Dependency("S3 endpoint", endpoint.rstrip("/"), "/", (200, 499)))
+    return before, during
+
+
+def preflight_enabled() -> bool:
+    """DEPENDENCY_PREFLIGHT=off skips the up-front checks; a failure is still diagnosed afterwards."""
+    return _env("DEPENDENCY_PREFLIGHT", "on").lower() not in ("off", "0", "false", "no")
+
+
+def dependency_retry_policy() -> tuple[int, float]:
+    """(attempts, first backoff in seconds): DEPENDENCY_RETRIES retries after the first attempt."""
+    return 1 + max(0, int(_env("DEPENDENCY_RETRIES", "3"))), max(0.0, float(_env("DEPENDENCY_BACKOFF_SECONDS", "2")))
+
+
+def wait_for_dependencies(deps: list[Dependency], probe_timeout: float = 5.0) -> None:
+    """Probe each dependency; retry with exponential backoff; raise DependencyUnavailable at the end."""
+    attempts, backoff = dependency_retry_policy()
+    for dep in deps:
+        started = time.monotonic()
+        for attempt in range(1, attempts + 1):
+            problem = dep.problem(probe_timeout)
+            if problem is None:
+                break
+            if attempt == attempts:
+                raise DependencyUnavailable(dep, attempts, time.monotonic() - started, problem)
+            delay = backoff * 2 ** (attempt - 1)
+            print(f"{dep.name} {dep.url} not reachable ({problem}); attempt {attempt}/{attempts}, "
+                  f"next in {delay:.1f} s", file=sys.stderr)
+            time.sleep(delay)
+
+
+def first_unreachable(deps: list[Dependency], probe_timeout: float = 5.0) -> tuple[Dependency, str] | None:
+    """One quick probe each: which dependency (and why) is down right now, if any."""
+    for dep in deps:
+        problem = dep.problem(probe_timeout)
+        if problem is not None:
+            return dep, problem
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -505,12 +674,20 @@ def stage_cli(stage: str, body: Callable[[Any, Settings, RunContext, StageTracke
     ctx = RunContext(stage=stage, trade_date=args.trade_date, parent_run_id=args.parent_run_id,
                      dag_id=args.dag_id, run_id=args.run_id, task_id=args.task_id,
                      try_number=args.try_number)
-    with stage_run(ctx, settings) as tracker:
-        spark = spark_session(f"lakehouse-{stage}-{ctx.trade_date}", settings) if needs_spark else None
-        if spark is not None:
-            tracker.tags({"spark.application_id": spark.sparkContext.applicationId,
-                          "spark.master": spark.sparkContext.master})
-        body(spark, settings, ctx, tracker)
+    bounded_mlflow_http()
+    before_run, during_run = stage_dependencies(stage, settings)
+    try:
+        if preflight_enabled():  # no run is opened and no Spark started while MLflow is down
+            wait_for_dependencies(before_run)
+        with stage_run(ctx, settings, during_run, check_first=preflight_enabled()) as tracker:
+            spark = spark_session(f"lakehouse-{stage}-{ctx.trade_date}", settings) if needs_spark else None
+            if spark is not None:
+                tracker.tags({"spark.application_id": spark.sparkContext.applicationId,
+                              "spark.master": spark.sparkContext.master})
+            body(spark, settings, ctx, tracker)
+    except DependencyUnavailable as exc:
+        print(f"{stage} {ctx.trade_date}: FAILED, dependency unavailable: {exc}", file=sys.stderr)
+        return DEPENDENCY_EXIT_CODE
     print(f"{stage} {ctx.trade_date}: done", file=sys.stderr)
     return 0
 

@@ -6,10 +6,13 @@ runs from the project's virtual environments, binds to 127.0.0.1 only and keeps 
 $LAKEHOUSE_HOME, so `down` plus deleting that folder is a full reset.
 
     .venv-jobs/bin/python scripts/stack.py up | down | status | env | run -- CMD...
+    .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow)
 
 Configuration: <repo>/.env (created by make_env.py when missing), overridden by the process
 environment. Knobs read from the environment only: LAKEHOUSE_ENV_FILE (another .env, e.g. for tests),
-LAKEHOUSE_DAGS_FOLDER (default <repo>/dags), LAKEHOUSE_START_TIMEOUT (seconds per health wait).
+LAKEHOUSE_DAGS_FOLDER (default <repo>/dags), LAKEHOUSE_START_TIMEOUT (seconds per health wait),
+LAKEHOUSE_SERVICES (comma list of the services `up` starts and `status` judges; default all).
+`stop`/`start` take one service down and bring it back with its data (fault drills, tests).
 Other scripts import `resolve_env` and `airflow_token` from here instead of re-deriving paths and ports.
 """
 
@@ -61,6 +64,8 @@ FIXED_GRPC = ("admin",)
 def grpc_var(name: str) -> str:
     return SEAWEEDFS_PORTS[name][0].replace("_PORT", "_GRPC_PORT")
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The services `up`, `start` and `stop` know, in start order (storage first).
+SERVICE_NAMES = ("seaweedfs", "mlflow", "airflow")
 # Health keys of /api/v2/monitor/health for each long-running Airflow process.
 AIRFLOW_HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 
@@ -771,30 +776,84 @@ def _airflow_login_line(env: dict) -> str:
     return f"Airflow UI: {url}  user: {user}  password: stored in {pw_file}"
 
 
-def _urls(env: dict) -> list[str]:
-    return [
-        f"SeaweedFS S3: {env['MLFLOW_S3_ENDPOINT_URL']}  bucket: {env['S3_BUCKET']}  "
-        f"(keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})",
-        f"SeaweedFS filer UI: http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}",
-        f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}",
-        _airflow_login_line(env),
-    ]
+def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> list[str]:
+    lines = []
+    if "seaweedfs" in services:
+        lines += [f"SeaweedFS S3: {env['MLFLOW_S3_ENDPOINT_URL']}  bucket: {env['S3_BUCKET']}  "
+                  f"(keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})",
+                  f"SeaweedFS filer UI: http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}"]
+    if "mlflow" in services:
+        lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}")
+    if "airflow" in services:
+        lines.append(_airflow_login_line(env))
+    return lines
 
 
-def cmd_up(env: dict) -> int:
+def parse_services(names: list[str] | str | None) -> list[str]:
+    """Validated service names in start order; empty or None means all of them."""
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = [n.strip().lower() for n in (names or []) if n.strip()]
+    unknown = sorted(set(wanted) - set(SERVICE_NAMES))
+    if unknown:
+        raise StackError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICE_NAMES)}")
+    return [n for n in SERVICE_NAMES if n in wanted] if wanted else list(SERVICE_NAMES)
+
+
+def selected_services() -> list[str]:
+    """What `up` starts and `status` judges: LAKEHOUSE_SERVICES, default all."""
+    return parse_services(os.environ.get("LAKEHOUSE_SERVICES"))
+
+
+def service_processes(env: dict, name: str) -> list[str]:
+    """Process names (pid files) of one service of SERVICE_NAMES."""
+    return [s.name for s in airflow_services(env)] if name == "airflow" else [name]
+
+
+def cmd_up(env: dict, services: list[str] | None = None) -> int:
     started = time.monotonic()
+    services = services or selected_services()
     for d in _dirs(env).values():
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(_dirs(env)["logs"], 0o700)  # the api-server log holds the generated password
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     for label, fn in (("seaweedfs", _up_seaweedfs), ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
+        if label not in services:
+            continue
         t0 = time.monotonic()
         state = fn(env)
         print(f"{label}: {state} (healthy, {time.monotonic() - t0:.1f}s)", flush=True)
     print(f"stack up in {time.monotonic() - started:.1f}s (state in {env['LAKEHOUSE_HOME']})")
-    for line in _urls(env):
+    for line in _urls(env, services):
         print(line)
+    return 0
+
+
+def cmd_start(env: dict, names: list[str]) -> int:
+    """Start (or wait for) the named services only, e.g. after `stop seaweedfs`."""
+    if not names:
+        print(f"usage: stack.py start SERVICE... ({', '.join(SERVICE_NAMES)})", file=sys.stderr)
+        return 2
+    return cmd_up(env, parse_services(names))
+
+
+def cmd_stop(env: dict, names: list[str]) -> int:
+    """Stop the named services only; their data stays, `start` brings them back."""
+    if not names:
+        print(f"usage: stack.py stop SERVICE... ({', '.join(SERVICE_NAMES)})", file=sys.stderr)
+        return 2
+    services = parse_services(names)
+    if not _dirs(env)["run"].exists():
+        print("nothing to stop")
+        return 0
+    t0 = time.monotonic()
+    stopped = []
+    for name in reversed(services):  # dependants first, storage last, as `down` does
+        stopped += stop_services(env, service_processes(env, name))
+    if "seaweedfs" in services:
+        _remove_sockets(env)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
     return 0
 
 
@@ -845,9 +904,11 @@ def cmd_status(env: dict) -> int:
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")
         state = "healthy" if health[name] else ("unhealthy" if pid else "stopped")
         print(f"{name:<24}{pid or '-':>8}  {ports.get(name, '-'):>6}  {rss:>7}  {pss:>7}  {state}")
-    ok = all(health.values())
+    services = selected_services()
+    judged = [p for s in services for p in service_processes(env, s)]
+    ok = all(health[name] for name in judged)
     if ok:
-        for line in _urls(env):
+        for line in _urls(env, services):
             print(line)
     return 0 if ok else 1
 
@@ -877,7 +938,7 @@ def cmd_run(env: dict, argv: list[str]) -> int:
         return 130
 
 
-USAGE = "usage: stack.py {up|down|status|env|run -- CMD...}"
+USAGE = "usage: stack.py {up|down|status|env|run -- CMD...|stop SERVICE...|start SERVICE...}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -888,7 +949,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env}
-    if command not in commands and command != "run":
+    with_names = {"start": cmd_start, "stop": cmd_stop}
+    if command not in commands and command not in with_names and command != "run":
         print(USAGE, file=sys.stderr)
         return 2
     if command == "run" and not [a for a in rest if a != "--"][:1]:
@@ -898,6 +960,8 @@ def main(argv: list[str] | None = None) -> int:
         env = resolve_env()
         if command == "run":
             return cmd_run(env, rest)
+        if command in with_names:
+            return with_names[command](env, rest)
         return commands[command](env)
     except StackError as e:
         print(f"stack.py {command}: {e}", file=sys.stderr)

@@ -108,8 +108,10 @@ class Stack:
         """Every port the stack opens, including the admin gRPC port derived from the admin one."""
         return {**self.ports, "SEAWEEDFS_ADMIN_PORT+10000": self.ports["SEAWEEDFS_ADMIN_PORT"] + 10000}
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(JOBS_PYTHON), str(SCRIPTS / "stack.py"), *args], env=self.proc_env,
+    def cli(self, *args: str, timeout: float = 300, env_overrides: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run([str(JOBS_PYTHON), str(SCRIPTS / "stack.py"), *args],
+                              env={**self.proc_env, **(env_overrides or {})},
                               capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 

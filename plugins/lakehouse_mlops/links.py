@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from airflow.sdk import BaseOperatorLink
 
-from lakehouse_mlops.config import PipelineConfig
+from lakehouse_mlops.config import PipelineConfig, bounded_mlflow_http
 
 REDIRECT_PREFIX = "/lakehouse-mlops"
 TRACKED_DAGS = {"ml_pipeline", "ml_retraining"}
@@ -32,6 +32,7 @@ def mlflow_run_url(cfg: PipelineConfig, dag_id: str, run_id: str, task_id: str,
     """URL of the MLflow run for a task instance; the experiment search if it is not there yet."""
     import mlflow
 
+    bounded_mlflow_http()
     client = mlflow.MlflowClient(cfg.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from lakehouse_mlops.config import PipelineConfig
+from lakehouse_mlops.config import PipelineConfig, bounded_mlflow_http
 
 KRX_CLOSED_WEEKDAYS = {5, 6}  # Saturday, Sunday
 
@@ -37,6 +37,7 @@ def is_trading_day(day: dt.date) -> bool:
 def _client(cfg: PipelineConfig):
     import mlflow
 
+    bounded_mlflow_http()
     mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     return mlflow.MlflowClient(cfg.mlflow_tracking_uri)
 

@@ -2,7 +2,9 @@
 
 Asserts the MLflow contract an independent checker reads (experiment, parent and child runs,
 tags, metrics), the Iceberg tables through pyiceberg, artifacts in SeaweedFS, the model registry,
-the UI link between Airflow and MLflow, and an idempotent rerun of a date.
+the UI link between Airflow and MLflow, a Deadline Alert that fires for real, and, last (they
+rewrite tables), idempotent reruns and Airflow backfills: three reruns of a date and a backfill of
+processed dates leave every table with the same rows and contents per date.
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import mlflow
 import pytest
@@ -376,7 +380,161 @@ def test_the_mlflow_ui_shows_the_report_and_the_stage_runs(pipeline, client, exp
     assert taken.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 50_000
 
 
-def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id):
+def deadline_alerts(pipeline) -> list[dict]:
+    return [m for m in pipeline.webhook.messages if m["title"].startswith("Deadline missed")]
+
+
+def test_a_run_not_finished_by_its_deadline_alerts_through_the_webhook(pipeline):
+    """A real Airflow Deadline Alert: scheduler → triggerer → lakehouse_mlops.deadline → webhook.
+
+    A run of today's date is made whose deadline (logical date + PIPELINE_DEADLINE_MINUTES) lies
+    40 s ahead, while the DAG is paused so it cannot finish in time; its trade date is a Saturday,
+    so once unpaused it skips in seconds. The session's runs of past dates got no deadline at all.
+    """
+    airflow, env = pipeline.airflow, pipeline.stack.env
+    minutes = int(env.get("PIPELINE_DEADLINE_MINUTES") or 240)
+    due = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=40)
+    logical = due - dt.timedelta(minutes=minutes)
+    run_id = f"e2e_deadline__{logical:%Y%m%dT%H%M%S}"
+    assert airflow.call("PATCH", "/api/v2/dags/ml_pipeline", {"is_paused": True})[0] == 200
+    try:
+        status, body = airflow.call("POST", "/api/v2/dags/ml_pipeline/dagRuns", {
+            "dag_run_id": run_id, "logical_date": logical.isoformat(), "conf": {"trade_date": "2026-11-21"},
+            "note": "e2e: a run that misses its deadline"})
+        assert status in (200, 201), body
+        waited = time.monotonic()
+        while not deadline_alerts(pipeline) and time.monotonic() - waited < 240:
+            time.sleep(2)
+        took = time.monotonic() - waited
+    finally:
+        airflow.unpause()
+    assert airflow.wait({"deadline probe": run_id}, timeout=300) == {"deadline probe": "success"}
+    alerts = deadline_alerts(pipeline)
+    assert len(alerts) == 1, f"expected one deadline alert (none for the session's past dates): {alerts}"
+    alert = alerts[0]
+    assert took >= 30, f"alerted after {took:.0f}s, before the deadline"
+    local = due.astimezone(ZoneInfo("Asia/Seoul"))
+    assert alert["title"] == f"Deadline missed: ml_pipeline for 2026-11-21 not finished by {local:%H:%M} Asia/Seoul"
+    assert alert["dag"] == "ml_pipeline" and alert["run"] == run_id and alert["trade_date"] == "2026-11-21"
+    assert alert["deadline"] == f"{local:%Y-%m-%d %H:%M} Asia/Seoul ({due:%H:%M} UTC)"
+    assert alert["state"] == "queued"
+    assert alert["run_url"] == f"{env['AIRFLOW_UI_URL']}/dags/ml_pipeline/runs/{urllib.parse.quote(run_id, safe='')}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reruns and backfills (last: they rewrite the tables). Every table must come back with the same
+# rows per date and the same contents, without duplicate keys and without losing a date.
+# --------------------------------------------------------------------------------------------------
+
+RERUN_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS)
+# Unique per trade date (Bronze keeps re-delivered ticks as delivered, so it has no key).
+KEYS = {SILVER: ("contract_id", "seq_no"), GOLD: ("contract_id", "bar_ts"),
+        FEATURES: ("contract_id", "bar_ts"), PREDICTIONS: ("contract_id", "bar_ts")}
+# Which model scored a bar depends on the champion at rerun time, not on the data: compared only
+# when the same model version scored the date before and after.
+MODEL_COLUMNS = {"prob_up", "predicted_up", "model_name", "model_version"}
+
+
+def table_frame(name: str):
+    settings = Settings.from_env()
+    return settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{name}").scan().to_arrow().to_pandas()
+
+
+def row_hashes(frame):
+    """One hash per row, floats to 13 significant digits (Spark may sum in another order)."""
+    import numpy as np
+    import pandas as pd
+
+    columns = {}
+    for col in sorted(frame.columns):
+        values = frame[col]
+        if pd.api.types.is_float_dtype(values):
+            columns[col] = pd.Series(np.char.mod("%.13g", values.to_numpy(dtype=float)), index=frame.index)
+        elif values.dtype == object:
+            columns[col] = values.map(repr)
+        else:
+            columns[col] = values
+    return pd.util.hash_pandas_object(pd.DataFrame(columns, index=frame.index), index=False).to_numpy()
+
+
+def checksum(hashes) -> str:
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.sha256(np.sort(hashes).tobytes()).hexdigest()
+
+
+def table_state(name: str) -> dict[str, dict]:
+    """Per trade date: rows, a checksum of the contents (order-free), duplicate keys, models used.
+
+    Left out of the contents: batch stamps (columns ending in `_at`: `_ingested_at`, `scored_at`),
+    the ingestion time quoted in a `future_timestamp` reject detail, and the model's scores.
+    """
+    frame = table_frame(name)
+    if {"reject_reason", "reject_detail"} <= set(frame.columns):
+        frame.loc[frame["reject_reason"] == "future_timestamp", "reject_detail"] = "<ingestion time>"
+    content = frame.drop(columns=[c for c in frame.columns if c.endswith("_at") or c in MODEL_COLUMNS])
+    scored = frame.drop(columns=[c for c in frame.columns if c.endswith("_at")])
+    hashes, scored_hashes = row_hashes(content), row_hashes(scored)
+    days = frame["trade_date"].astype(str).to_numpy()
+    state = {}
+    for day in sorted(set(days)):
+        rows = days == day
+        part = frame[rows]
+        state[day] = {
+            "rows": int(rows.sum()),
+            "checksum": checksum(hashes[rows]),
+            "duplicate_keys": int(part.duplicated(subset=list(KEYS[name])).sum()) if name in KEYS else 0,
+            "models": sorted(map(int, set(part["model_version"]))) if "model_version" in part else None,
+            "scored_checksum": checksum(scored_hashes[rows]),
+        }
+    return state
+
+
+def all_tables() -> dict[str, dict[str, dict]]:
+    return {name: table_state(name) for name in RERUN_TABLES}
+
+
+@pytest.fixture(scope="module")
+def baseline(pipeline) -> dict[str, dict[str, dict]]:
+    """Every table before the first rerun (the first test asking for it takes it)."""
+    state = all_tables()
+    ok = {d.isoformat() for d in OK_DATES}
+    for name in RERUN_TABLES:
+        assert set(state[name]) == ({MESSY_DATE.isoformat()} if name == QUARANTINE_FILES else ok), name
+        assert not any(day["duplicate_keys"] for day in state[name].values()), name
+    return state
+
+
+def assert_tables_as_before(baseline: dict) -> None:
+    after = all_tables()
+    for name in RERUN_TABLES:
+        assert set(after[name]) == set(baseline[name]), f"{name}: dates {sorted(after[name])}"  # none lost or added
+        for day, before in baseline[name].items():
+            now = after[name][day]
+            assert now["duplicate_keys"] == 0, (name, day)
+            assert (now["rows"], now["checksum"]) == (before["rows"], before["checksum"]), (name, day)
+            if now["models"] == before["models"]:  # the same model scored it: the same scores
+                assert now["scored_checksum"] == before["scored_checksum"], (name, day)
+
+
+def settle_retraining(pipeline) -> None:
+    """A rerun whose drift gate fires starts ml_retraining, which rescores that date: let it finish."""
+    time.sleep(5)
+    active = {r["dag_run_id"]: r["dag_run_id"] for r in pipeline.airflow.runs_of("ml_retraining")
+              if r["state"] not in ("success", "failed")}
+    if active:
+        pipeline.airflow.wait(active, timeout=900, dag_id="ml_retraining")
+
+
+def stage_tries(client, experiment_id, run_id: str, stage: str = "raw_to_bronze") -> list[int]:
+    parent = parent_of(client, experiment_id, run_id)  # asserts there is exactly one
+    return sorted(int(c.data.tags["airflow.try_number"]) for c in children_of(client, experiment_id, parent.info.run_id)
+                  if c.data.tags["pipeline.stage"] == stage)
+
+
+def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id, baseline):
     before = {name: date_counts(name) for name in (BRONZE, SILVER, GOLD, FEATURES, PREDICTIONS)}
     label = GOOD_DATES[0].isoformat()
     run_id = pipeline.airflow.run_date(GOOD_DATES[0])  # exists already: cleared and rerun
@@ -390,3 +548,68 @@ def test_rerunning_a_date_yields_the_same_tables(pipeline, client, experiment_id
              if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
     assert sorted(tries) == [1, 2]
     assert parent.info.status == "FINISHED"
+
+
+def test_three_reruns_of_a_date_leave_every_table_as_it_was(pipeline, client, experiment_id, baseline):
+    """The whole DAG run of one date cleared and rerun until it has run three times more."""
+    day = GOOD_DATES[0]
+    run_id = pipeline.runs[day.isoformat()]
+    while len(stage_tries(client, experiment_id, run_id)) < 4:  # the first run + three reruns
+        pipeline.airflow.clear(run_id)
+        assert pipeline.airflow.wait({day.isoformat(): run_id}, timeout=900) == {day.isoformat(): "success"}
+        settle_retraining(pipeline)
+    assert stage_tries(client, experiment_id, run_id) == [1, 2, 3, 4]
+    assert parent_of(client, experiment_id, run_id).info.status == "FINISHED"
+    assert_tables_as_before(baseline)
+
+
+def test_a_backfill_maps_trade_dates_to_the_0200_runs(pipeline):
+    """Dry run: trade dates 11-20..11-26 are the seven 02:00 Asia/Seoul runs of 11-21..11-27."""
+    airflow = pipeline.airflow
+    plan = airflow.backfill(dt.date(2026, 11, 20), dt.date(2026, 11, 26), reprocess="completed", dry_run=True)
+    logical = [dt.datetime.fromisoformat(e["logical_date"].replace("Z", "+00:00")) for e in plan["backfills"]]
+    assert logical == [airflow.logical_date_for(dt.date(2026, 11, 20) + dt.timedelta(days=i)) for i in range(7)]
+    assert [airflow.trade_date_of(t) for t in logical] == [dt.date(2026, 11, 20) + dt.timedelta(days=i)
+                                                             for i in range(7)]
+    # Without reprocessing, dates that already have a run are left alone.
+    plan = airflow.backfill(dt.date(2026, 11, 20), dt.date(2026, 11, 26), reprocess="none", dry_run=True)
+    have_runs = {MISSING_DATE, *OK_DATES}
+    assert [airflow.trade_date_of(e["logical_date"]) for e in plan["backfills"]] == [
+        dt.date(2026, 11, 20) + dt.timedelta(days=i) for i in range(7)
+        if dt.date(2026, 11, 20) + dt.timedelta(days=i) not in have_runs]
+
+
+def test_a_backfill_over_a_weekend_skips_both_days_and_writes_nothing(pipeline, baseline):
+    airflow = pipeline.airflow
+    saturday, sunday = dt.date(2026, 11, 21), dt.date(2026, 11, 22)
+    created = airflow.backfill(saturday, sunday)
+    runs = airflow.backfill_runs(created)
+    assert sorted(runs) == [saturday.isoformat(), sunday.isoformat()]
+    assert airflow.wait(runs, timeout=600) == {d: "success" for d in runs}
+    for run_id in runs.values():
+        states = airflow.task_states(run_id)
+        assert states["start_tracking"] == "skipped" and all(states[s] == "skipped" for s in STAGES), states
+    airflow.wait_backfill(created["id"])
+    assert_tables_as_before(baseline)
+
+
+def test_a_backfill_of_processed_dates_reruns_them_in_place_and_leaves_every_table_as_it_was(
+        pipeline, client, experiment_id, baseline):
+    airflow = pipeline.airflow
+    first, last = GOOD_DATES[0], GOOD_DATES[-1]
+    created = airflow.backfill(first, last)  # reprocess completed, one run at a time
+    runs = airflow.backfill_runs(created)
+    # Airflow clears the existing run of each date and makes it a backfill run: same run id, so
+    # the same MLflow parent run, and no second run of a date.
+    assert runs == {d.isoformat(): pipeline.runs[d.isoformat()] for d in GOOD_DATES}
+    assert airflow.wait(runs, timeout=1800) == {d: "success" for d in runs}
+    airflow.wait_backfill(created["id"])
+    settle_retraining(pipeline)
+    for day, run_id in runs.items():
+        assert airflow.call("GET", f"/api/v2/dags/ml_pipeline/dagRuns/{urllib.parse.quote(run_id, safe='')}")[1][
+            "run_type"] == "backfill"
+        parent = parent_of(client, experiment_id, run_id)
+        assert parent.info.status == "FINISHED" and parent.data.tags["pipeline.trade_date"] == day
+    assert_tables_as_before(baseline)
+    # Reruns and backfills of past dates raised no deadline alert (only the probe's, above).
+    assert len(deadline_alerts(pipeline)) <= 1
