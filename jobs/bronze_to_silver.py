@@ -41,13 +41,14 @@ def run(spark, settings, ctx, tracker) -> None:
         rows_in = counts["rows_in"]
         rejected = sum(counts[f"rejected.{r}"] for r in REASONS)
         tracker.metrics({f"rejected.{r}": counts[f"rejected.{r}"] for r in REASONS})
-        tracker.metrics({"rejected_share": rejected / rows_in if rows_in else 0.0})
+        rejected_share = rejected / rows_in if rows_in else 0.0
+        tracker.metrics({"rejected_share": rejected_share})
         good, bad = split_valid(checked)
         quarantine = replace_date_partition(bad, settings.table(QUARANTINE), ctx.trade_date)
         tracker.published(quarantine, prefix="rejected")
         if rules is not None:
             quality_gate("silver", settings, tracker, ctx.trade_date,
-                         {**figures, "rejected_share": rejected / rows_in if rows_in else 0.0})
+                         {**figures, "rejected_share": rejected_share})
         silver = replace_date_partition(good, settings.table(SILVER), ctx.trade_date)
     finally:
         checked.unpersist()

@@ -46,6 +46,11 @@ def _env(name: str, default: str = "") -> str:
     return value if value.strip() else default
 
 
+def _switch(name: str) -> bool:
+    """An on/off variable, on unless set to off, 0, false or no."""
+    return _env(name, "on").lower() not in ("off", "0", "false", "no")
+
+
 def _quality_mode(value: str) -> str:
     from jobs.transforms.quality import MODES
 
@@ -433,7 +438,7 @@ class NullTracker(StageTracker):
 
 
 def tracking_enabled() -> bool:
-    return _env("LAKEHOUSE_TRACKING", "on").lower() not in ("off", "0", "false", "no")
+    return _switch("LAKEHOUSE_TRACKING")
 
 
 def mlflow_experiment_id(settings: Settings) -> str:
@@ -614,7 +619,7 @@ def stage_dependencies(stage: str, settings: Settings) -> tuple[list[Dependency]
 
 def preflight_enabled() -> bool:
     """DEPENDENCY_PREFLIGHT=off skips the up-front checks; a failure is still diagnosed afterwards."""
-    return _env("DEPENDENCY_PREFLIGHT", "on").lower() not in ("off", "0", "false", "no")
+    return _switch("DEPENDENCY_PREFLIGHT")
 
 
 def dependency_retry_policy() -> tuple[int, float]:

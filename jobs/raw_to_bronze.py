@@ -11,7 +11,7 @@ import statistics
 import sys
 from functools import reduce
 
-from jobs.lakehouse import BRONZE, QUARANTINE_FILES, stage_cli
+from jobs.lakehouse import BRONZE, QUARANTINE_FILES, recent_partition_rows, stage_cli
 from jobs.raw_files import FILE_REASONS, FileRejection, LoadedFile, list_raw_files, read_raw_file
 from jobs.transforms.bronze import CORRUPT, to_bronze
 
@@ -48,8 +48,6 @@ def bronze_figures(spark, settings, bronze, trade_date: dt.date, files_in: int, 
         "volume_ratio": None,
         "last_tick_gap_minutes": None,
     }
-    from jobs.lakehouse import recent_partition_rows
-
     history = recent_partition_rows(spark, settings.table(BRONZE), trade_date,
                                     int(rules.get("volume_lookback_dates", 5)))
     if len(history) >= int(rules.get("volume_min_history", 3)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_RULES_FILE = Path(__file__).resolve().parent.parent / "quality_gates.toml"
@@ -39,7 +40,12 @@ class GateResult:
 
 
 def load_rules(path: str | Path | None = None) -> dict:
-    path = Path(path) if path else DEFAULT_RULES_FILE
+    """The rules file, parsed once per process (stages ask for it more than once)."""
+    return _load_rules(Path(path) if path else DEFAULT_RULES_FILE)
+
+
+@lru_cache(maxsize=8)
+def _load_rules(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

@@ -98,10 +98,9 @@ def standardize(bronze: DataFrame) -> DataFrame:
         F.col(CORRUPT).isNotNull().alias("_malformed"),
         F.when(bad_types != "", bad_types).alias("_bad_types"),
         raw.alias("_raw"),
-        F.regexp_extract(cid, CONTRACT_ID_PATTERN, 1).alias("_id_underlying"),
-        F.to_date(F.regexp_extract(cid, CONTRACT_ID_PATTERN, 2), "yyyyMMdd").alias("_id_expiry"),
-        F.regexp_extract(cid, CONTRACT_ID_PATTERN, 3).alias("_id_type"),
-        F.regexp_extract(cid, CONTRACT_ID_PATTERN, 4).cast("double").alias("_id_strike"),
+        # What the contract id says, kept to check the delivered attributes against it.
+        *[derived[c].alias(f"_id_{name}") for c, name in (("underlying", "underlying"), ("expiry", "expiry"),
+                                                          ("option_type", "type"), ("strike", "strike"))],
     )
     return (out.withColumn("mid", (F.col("bid") + F.col("ask")) / 2)
                .withColumn("spread", F.col("ask") - F.col("bid")))
