@@ -1,0 +1,207 @@
+"""The names every process relies on, defined once: stages, task and DAG ids, tables, MLflow keys.
+
+Both sides import this module: the Airflow plugin (``plugins/lakehouse_mlops``) and the Spark
+jobs, plus the scripts, the benchmark and the tests. It may import only the standard library, so
+the wall between the Airflow and the jobs environments stays intact (a test in ``tests/dags``
+enforces it). A renamed tag or stage changes here and nowhere else.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import quote
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# --------------------------------------------------------------------------------------------------
+# Stages, task ids, DAG ids
+# --------------------------------------------------------------------------------------------------
+
+RAW_TO_BRONZE = "raw_to_bronze"
+BRONZE_TO_SILVER = "bronze_to_silver"
+SILVER_TO_GOLD = "silver_to_gold"
+FEATURE_ENGINEERING = "feature_engineering"
+MODEL_TRAINING = "model_training"
+MODEL_DEPLOYMENT = "model_deployment"
+MONITORING = "monitoring"
+# In pipeline order; each is one spark-submit entry point, jobs/stages/<stage>.py, and one task.
+STAGES = (RAW_TO_BRONZE, BRONZE_TO_SILVER, SILVER_TO_GOLD, FEATURE_ENGINEERING,
+          MODEL_TRAINING, MODEL_DEPLOYMENT, MONITORING)
+# The stages ml_retraining reruns (features are already there).
+RETRAINING_STAGES = (MODEL_TRAINING, MODEL_DEPLOYMENT, MONITORING)
+
+# The Python tasks that frame the stages.
+START_TRACKING = "start_tracking"
+DRIFT_GATE = "drift_gate"
+PUBLISH_REPORT = "publish_report"
+FINISH_TRACKING = "finish_tracking"
+
+ML_PIPELINE = "ml_pipeline"
+ML_RETRAINING = "ml_retraining"
+
+# The asset drift_gate emits and ml_retraining is scheduled on.
+FEATURE_DRIFT_ASSET = "feature_drift_alert"
+FEATURE_DRIFT_ASSET_URI = "lakehouse://option_ticks_db/feature_drift_alert"
+
+# --------------------------------------------------------------------------------------------------
+# Iceberg tables (names inside the configured catalog and namespace)
+# --------------------------------------------------------------------------------------------------
+
+BRONZE = "bronze_option_ticks"
+SILVER = "silver_option_ticks"
+QUARANTINE = "quarantine_option_ticks"
+QUARANTINE_FILES = "quarantine_raw_files"
+GOLD = "gold_option_bars_1m"
+FEATURES = "features_option_bars"
+PREDICTIONS = "predictions_option_bars"
+DRIFT = "monitoring_feature_drift"
+ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT)
+
+# --------------------------------------------------------------------------------------------------
+# MLflow: tag keys, metric keys, model aliases
+# --------------------------------------------------------------------------------------------------
+
+TAG_STAGE = "pipeline.stage"
+TAG_ROLE = "pipeline.role"
+ROLE_DAG_RUN = "dag_run"  # the parent run of one Airflow DAG run
+TAG_TRADE_DATE = "pipeline.trade_date"
+TAG_FAILED_STAGES = "pipeline.failed_stages"
+TAG_DAG_ID = "airflow.dag_id"
+TAG_RUN_ID = "airflow.run_id"
+TAG_TASK_ID = "airflow.task_id"
+TAG_TRY_NUMBER = "airflow.try_number"
+TAG_AIRFLOW_URL = "airflow.url"
+TAG_PARENT_RUN = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"
+TAG_ERROR = "error"
+TAG_ERROR_TYPE = "error.type"
+TAG_SUPERSEDED_BY = "superseded_by"
+TAG_TABLE = "iceberg.table"
+TAG_SNAPSHOT_ID = "iceberg.snapshot_id"
+TAG_SPARK_APP_ID = "spark.application_id"
+TAG_SPARK_MASTER = "spark.master"
+TAG_DRIFT_FEATURES = "drift.features"
+TAG_MODEL_NAME = "model.name"
+TAG_MODEL_VERSION = "model.version"
+TAG_CHAMPION_BEFORE = "model.champion_before"
+TAG_DEPLOYMENT_DECISION = "deployment.decision"
+TAG_QUALITY_GATE = "quality_gate"  # quality_gate.<layer> = passed | warned | failed | off
+
+METRIC_ROWS_IN = "rows_in"
+METRIC_ROWS_OUT = "rows_out"
+METRIC_ROWS_REJECTED = "rows_rejected"
+METRIC_DURATION = "duration_seconds"
+METRIC_DRIFT_SHARE = "drift_share"
+METRIC_STAGES_FAILED = "stages_failed"
+METRIC_STAGES_TOTAL_SECONDS = "stages_total_seconds"
+# The figures of every child run that the parent run rolls up as <stage>.<key>.
+ROLLUP_METRICS = (METRIC_ROWS_IN, METRIC_ROWS_OUT, METRIC_ROWS_REJECTED, METRIC_DURATION)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
+# --------------------------------------------------------------------------------------------------
+# MLflow run filters: one spelling of "this DAG run's parent" and "its child runs"
+# --------------------------------------------------------------------------------------------------
+
+_SAFE_FILTER_VALUE = re.compile(r"^[A-Za-z0-9_.:+~@ /-]*$")
+
+
+def filter_value(value: object) -> str:
+    """A value quoted for an MLflow filter string; refuses anything that could end the quote.
+
+    Run ids, task ids, dates and MLflow run ids have known shapes; a quote, a backslash or a
+    back-tick in one is a bug or an attack, never data to search for.
+    """
+    text = str(value)
+    if not _SAFE_FILTER_VALUE.match(text):
+        raise ValueError(f"refusing an unexpected character in an MLflow filter value: {text!r}")
+    return f"'{text}'"
+
+
+def tag_equals(key: str, value: object) -> str:
+    return f"tags.`{key}` = {filter_value(value)}"
+
+
+def parent_run_filter(dag_id: str, run_id: str) -> str:
+    """The parent run of one Airflow DAG run."""
+    return " and ".join((tag_equals(TAG_DAG_ID, dag_id), tag_equals(TAG_RUN_ID, run_id),
+                         tag_equals(TAG_ROLE, ROLE_DAG_RUN)))
+
+
+def child_runs_filter(parent_run_id: str) -> str:
+    """Every stage run (and every try of it) under one parent run."""
+    return tag_equals(TAG_PARENT_RUN, parent_run_id)
+
+
+def stage_runs_filter(stage: str, dag_id: str | None = None, run_id: str | None = None,
+                      status: str | None = None) -> str:
+    """Runs of one stage, optionally of one DAG run and with one status."""
+    parts = [tag_equals(TAG_STAGE, stage)]
+    if dag_id:
+        parts.append(tag_equals(TAG_DAG_ID, dag_id))
+    if run_id:
+        parts.append(tag_equals(TAG_RUN_ID, run_id))
+    if status:
+        parts.append(f"attributes.status = {filter_value(status)}")
+    return " and ".join(parts)
+
+
+def latest_per_stage(runs: Iterable) -> dict[str, object]:
+    """The latest run per stage among MLflow runs (the last try wins), keyed by stage name.
+
+    ``runs`` may come in any order; ties on start time keep the later one in the input.
+    """
+    latest: dict[str, object] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        latest[run.data.tags.get(TAG_STAGE, run.info.run_name)] = run
+    return latest
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs the alerts, MLflow notes and the report link to
+# --------------------------------------------------------------------------------------------------
+
+def dag_run_url(airflow_ui: str, dag_id: str, run_id: str) -> str:
+    return f"{airflow_ui.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
+
+
+def task_url(airflow_ui: str, dag_id: str, run_id: str, task_id: str) -> str:
+    return f"{dag_run_url(airflow_ui, dag_id, run_id)}/tasks/{quote(task_id)}"
+
+
+def mlflow_run_url(mlflow_ui: str, experiment_id: str, run_id: str) -> str:
+    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment: how every setting is read (values and defaults are documented in .env.example)
+# --------------------------------------------------------------------------------------------------
+
+def env(name: str, default: str = "") -> str:
+    """A variable's value; empty or blank counts as unset (compose passes unset ones as "")."""
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
+
+
+def switch(name: str, default: str = "on") -> bool:
+    """An on/off variable: on unless set to off, 0, false or no."""
+    return env(name, default).lower() not in ("off", "0", "false", "no")
+
+
+def bounded_mlflow_http() -> None:
+    """Bound the MLflow client's HTTP retries before talking to MLflow.
+
+    MLflow's own defaults retry one call for about 4 minutes; a task waiting on a dead tracking
+    server should fail in seconds and leave the retrying to Airflow.
+    """
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def default_jars(repo: Path = REPO_ROOT) -> str:
+    """Comma list of the Spark jars `make deps` puts in var/jars (used when SPARK_JARS is empty)."""
+    return ",".join(str(p) for p in sorted((repo / "var" / "jars").glob("*.jar")))

@@ -1,0 +1,62 @@
+"""The trade-date rule, both directions: which trade date a run processes, and which run processes a date.
+
+The daily schedule (``PIPELINE_SCHEDULE``, a cron expression read in ``PIPELINE_TIMEZONE``) fires
+once a day after the session has closed and processes the session of the day before. Cron-triggered
+runs in Airflow 3 have no data interval to speak of (start == end == run time), so the date is
+derived here, once, and handed to every stage. Standard library only (see ``jobs/contract.py``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from jobs.contract import env
+
+DEFAULT_SCHEDULE = "0 2 * * *"
+DEFAULT_TIMEZONE = "Asia/Seoul"
+KRX_CLOSED_WEEKDAYS = {5, 6}  # Saturday, Sunday
+
+
+def pipeline_schedule() -> str:
+    return env("PIPELINE_SCHEDULE", DEFAULT_SCHEDULE)
+
+
+def pipeline_timezone() -> str:
+    return env("PIPELINE_TIMEZONE", DEFAULT_TIMEZONE)
+
+
+def resolve_trade_date(requested: str | None, run_time: dt.datetime | None, timezone: str) -> dt.date:
+    """The trade date a run processes: the one asked for, else the day before the run (local time)."""
+    if requested:
+        try:
+            return dt.date.fromisoformat(str(requested))
+        except ValueError:
+            raise ValueError(f"trade_date must be YYYY-MM-DD, got {requested!r}") from None
+    if run_time is None:
+        raise ValueError("run has neither a trade_date parameter nor a logical date / run_after")
+    return run_time.astimezone(ZoneInfo(timezone)).date() - dt.timedelta(days=1)
+
+
+def daily_run_time(schedule: str) -> dt.time:
+    """The local time of day a daily cron schedule (``M H * * *``) fires at."""
+    fields = schedule.split()
+    if len(fields) != 5 or any(f != "*" for f in fields[2:4]) or not (fields[0].isdigit() and fields[1].isdigit()):
+        raise ValueError(f"PIPELINE_SCHEDULE must be a daily cron expression 'M H * * *' "
+                         f"(optionally with a day-of-week field), got {schedule!r}")
+    minute, hour = int(fields[0]), int(fields[1])
+    if not (0 <= minute < 60 and 0 <= hour < 24):
+        raise ValueError(f"PIPELINE_SCHEDULE has no valid time of day: {schedule!r}")
+    return dt.time(hour, minute)
+
+
+def logical_date_for(trade_date: dt.date, schedule: str | None = None, timezone: str | None = None) -> dt.datetime:
+    """The scheduled run that processes ``trade_date``: the schedule's tick on the next local day.
+
+    The inverse of :func:`resolve_trade_date` (``resolve_trade_date(None, logical_date_for(d)) == d``).
+    """
+    zone = ZoneInfo(timezone or pipeline_timezone())
+    return dt.datetime.combine(trade_date + dt.timedelta(days=1), daily_run_time(schedule or pipeline_schedule()), zone)
+
+
+def is_trading_day(day: dt.date) -> bool:
+    return day.weekday() not in KRX_CLOSED_WEEKDAYS
