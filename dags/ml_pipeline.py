@@ -22,10 +22,10 @@ from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.deadline import deadline_alert
 from lakehouse_mlops.notify import FailureNotifier
-from lakehouse_mlops.pipeline_tasks import (
+from lakehouse_mlops.tasks import (
     drift_gate_task, finish_tracking_task, publish_report_task, start_tracking_task,
 )
-from lakehouse_mlops.spark import spark_stage
+from lakehouse_mlops.spark_stage import spark_stage
 
 CFG = PipelineConfig.from_env()
 STAGES = {

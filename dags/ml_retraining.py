@@ -11,10 +11,10 @@ from airflow.sdk import Param, chain, dag
 
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.notify import FailureNotifier
-from lakehouse_mlops.pipeline_tasks import (
+from lakehouse_mlops.tasks import (
     FEATURE_DRIFT_ALERT, finish_tracking_task, publish_report_task, start_tracking_task,
 )
-from lakehouse_mlops.spark import spark_stage
+from lakehouse_mlops.spark_stage import spark_stage
 
 CFG = PipelineConfig.from_env()
 STAGES = ["model_training", "model_deployment"]

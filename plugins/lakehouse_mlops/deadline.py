@@ -92,7 +92,7 @@ def _as_datetime(value) -> dt.datetime | None:
 
 def alert_fields(context: dict, timezone: str, minutes: int | None = None) -> tuple[str, dict[str, object]]:
     """Title and fields of the alert, from the context the scheduler hands a deadline callback."""
-    from lakehouse_mlops.tracking import resolve_trade_date
+    from lakehouse_mlops.parent_run import resolve_trade_date
 
     cfg = PipelineConfig.from_env()
     dag_run = context.get("dag_run") or {}

@@ -98,7 +98,7 @@ def test_every_stage_alerts_on_failure(dag):
 
 
 def test_drift_gate_emits_the_asset_that_schedules_retraining(dagbag, dag):
-    from lakehouse_mlops.pipeline_tasks import FEATURE_DRIFT_ALERT
+    from lakehouse_mlops.tasks import FEATURE_DRIFT_ALERT
 
     gate = dag.get_task("drift_gate")
     assert FEATURE_DRIFT_ALERT in gate.outlets

@@ -10,8 +10,8 @@ from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.links import MLflowRunLink
-from lakehouse_mlops.spark import spark_stage
-from lakehouse_mlops.tracking import is_trading_day, resolve_trade_date
+from lakehouse_mlops.spark_stage import spark_stage
+from lakehouse_mlops.parent_run import is_trading_day, resolve_trade_date
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 

@@ -495,7 +495,7 @@ def test_compose_environment_resolves_to_the_intended_spark_submit(monkeypatch, 
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
     from lakehouse_mlops.config import PipelineConfig
-    from lakehouse_mlops.spark import spark_stage
+    from lakehouse_mlops.spark_stage import spark_stage
 
     env = _apply_worker_env(monkeypatch, compose)
     op = spark_stage(stage, PipelineConfig.from_env())
@@ -521,7 +521,7 @@ def test_baked_jars_replace_packages(monkeypatch, compose, raw, example_env):
     jars = "/opt/spark-jars/iceberg-spark-runtime-3.5_2.12-1.10.2.jar,/opt/spark-jars/hadoop-aws-3.3.4.jar"
     baked = interpolate_tree(raw, {**example_env, "MLOPS_SPARK_PACKAGES": "", "MLOPS_SPARK_JARS": jars})
     from lakehouse_mlops.config import PipelineConfig
-    from lakehouse_mlops.spark import spark_stage
+    from lakehouse_mlops.spark_stage import spark_stage
 
     _apply_worker_env(monkeypatch, baked)
     cmd = spark_stage("silver_to_gold", PipelineConfig.from_env())._get_hook()._build_spark_submit_command("x.py")

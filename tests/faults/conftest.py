@@ -1,7 +1,7 @@
 """Fault drills against real services: SeaweedFS and MLflow from scripts/stack.py, no Airflow.
 
 One stack per session on free ports (LAKEHOUSE_SERVICES=seaweedfs,mlflow). Stages run with
-spark-submit the way the DAG's SparkSubmitOperator runs them (plugins/lakehouse_mlops/spark.py),
+spark-submit the way the DAG's SparkSubmitOperator runs them (plugins/lakehouse_mlops/spark_stage.py),
 in their own process group so a test can kill the whole job, JVM included. Services are stopped
 and started with `stack.py stop|start`, and every wait is on observable state (ports, health,
 files, run states), never on a fixed sleep. Helpers live in faults_support.py.
@@ -110,13 +110,13 @@ def _open_parent_run_without_client_settings(airflow_run: str, trade_date):
     plugins = str(REPO / "plugins")
     if plugins not in sys.path:
         sys.path.insert(0, plugins)
-    from lakehouse_mlops import tracking
+    from lakehouse_mlops import parent_run
     from lakehouse_mlops.config import PipelineConfig
 
     saved = {k: os.environ.pop(k) for k in MLFLOW_HTTP if k in os.environ}
     t0 = time.monotonic()
     try:
-        tracking.open_parent_run(PipelineConfig.from_env(), "ml_pipeline", f"{airflow_run}-af", trade_date, "http://x")
+        parent_run.open_parent_run(PipelineConfig.from_env(), "ml_pipeline", f"{airflow_run}-af", trade_date, "http://x")
         error = None
     except Exception as exc:  # noqa: BLE001 - what it raises is asserted by the test
         error = exc

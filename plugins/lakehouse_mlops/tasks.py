@@ -5,10 +5,10 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from lakehouse_mlops import tracking
+from lakehouse_mlops import parent_run
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.notify import send_alert
-from lakehouse_mlops.spark import START_TASK
+from lakehouse_mlops.spark_stage import START_TASK
 
 # Emitted when a date's features drift past the configured share; schedules ml_retraining.
 FEATURE_DRIFT_ALERT = Asset(name="feature_drift_alert", uri="lakehouse://option_ticks_db/feature_drift_alert",
@@ -32,11 +32,11 @@ def start_tracking_task(cfg: PipelineConfig):
     def start_tracking(**context) -> dict:
         """Decide the trade date and open this DAG run's MLflow parent run."""
         dag_run = context["dag_run"]
-        trade_date = tracking.resolve_trade_date(
+        trade_date = parent_run.resolve_trade_date(
             _requested_trade_date(context), dag_run.logical_date or dag_run.run_after, cfg.timezone)
-        if not tracking.is_trading_day(trade_date):
+        if not parent_run.is_trading_day(trade_date):
             raise AirflowSkipException(f"{trade_date} is not a KRX trading day; nothing to process")
-        parent = tracking.open_parent_run(cfg, dag_run.dag_id, dag_run.run_id, trade_date,
+        parent = parent_run.open_parent_run(cfg, dag_run.dag_id, dag_run.run_id, trade_date,
                                           cfg.dag_run_url(dag_run.dag_id, dag_run.run_id))
         return {"trade_date": trade_date.isoformat(), "parent_run_id": parent}
 
@@ -51,8 +51,8 @@ def finish_tracking_task(cfg: PipelineConfig, stages: list[str]):
         if not started:
             raise AirflowSkipException("the run was skipped before tracking started")
         dag_run = context["dag_run"]
-        states = tracking.task_states(context["ti"], dag_run.dag_id, dag_run.run_id, stages)
-        failed = tracking.close_parent_run(cfg, started["parent_run_id"], states, stages)
+        states = parent_run.task_states(context["ti"], dag_run.dag_id, dag_run.run_id, stages)
+        failed = parent_run.close_parent_run(cfg, started["parent_run_id"], states, stages)
         if failed:
             raise AirflowFailException(f"stages did not succeed: {', '.join(failed)}")
         return {**started, "stages": states}
@@ -65,7 +65,7 @@ def drift_gate_task(cfg: PipelineConfig):
     def drift_gate(**context) -> dict:
         """Alert and emit the drift asset when the drifted feature share crosses the threshold."""
         started = context["ti"].xcom_pull(task_ids=START_TASK)
-        children = tracking.child_runs(cfg, started["parent_run_id"])
+        children = parent_run.child_runs(cfg, started["parent_run_id"])
         monitoring = children.get("monitoring")
         if monitoring is None:
             raise AirflowSkipException("no monitoring run to judge")
