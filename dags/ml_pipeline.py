@@ -19,23 +19,23 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 
+from jobs import contract
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.deadline import deadline_alert
 from lakehouse_mlops.notify import FailureNotifier
-from lakehouse_mlops.tasks import (
-    drift_gate_task, finish_tracking_task, publish_report_task, start_tracking_task,
-)
 from lakehouse_mlops.spark_stage import spark_stage
+from lakehouse_mlops.tasks import drift_gate_task, finish_tracking_task, publish_report_task, start_tracking_task
 
 CFG = PipelineConfig.from_env()
+# One task per stage, in contract.STAGES order (tests/dags checks the keys are exactly those).
 STAGES = {
-    "raw_to_bronze": "Land RAW tick files of the trade date in Bronze, as delivered.",
-    "bronze_to_silver": "Type, validate and de-duplicate; rejected rows go to quarantine with a reason.",
-    "silver_to_gold": "Per-contract one-minute bars.",
-    "feature_engineering": "Point-in-time features and the next-bar label.",
-    "model_training": "Train on features up to the date; register TickPricePredictor.",
-    "model_deployment": "Champion/challenger on one holdout; batch-score with the champion.",
-    "monitoring": "Feature drift (PSI) against the training data; realised performance.",
+    contract.RAW_TO_BRONZE: "Land RAW tick files of the trade date in Bronze, as delivered.",
+    contract.BRONZE_TO_SILVER: "Type, validate and de-duplicate; rejected rows go to quarantine with a reason.",
+    contract.SILVER_TO_GOLD: "Per-contract one-minute bars.",
+    contract.FEATURE_ENGINEERING: "Point-in-time features and the next-bar label.",
+    contract.MODEL_TRAINING: "Train on features up to the date; register TickPricePredictor.",
+    contract.MODEL_DEPLOYMENT: "Champion/challenger on one holdout; batch-score with the champion.",
+    contract.MONITORING: "Feature drift (PSI) against the training data; realised performance.",
 }
 
 

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from airflow.sdk import Param, chain, dag
 
+from jobs import contract
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.notify import FailureNotifier
-from lakehouse_mlops.tasks import (
-    FEATURE_DRIFT_ALERT, finish_tracking_task, publish_report_task, start_tracking_task,
-)
 from lakehouse_mlops.spark_stage import spark_stage
+from lakehouse_mlops.tasks import (
+    FEATURE_DRIFT_ALERT,
+    finish_tracking_task,
+    publish_report_task,
+    start_tracking_task,
+)
 
 CFG = PipelineConfig.from_env()
-STAGES = ["model_training", "model_deployment"]
+# One task per stage, in contract.RETRAINING_STAGES order (tests/dags checks the keys are exactly those).
+STAGES = {
+    contract.MODEL_TRAINING: "Retrain on the recent days only.",
+    contract.MODEL_DEPLOYMENT: "Champion/challenger; score the date with the winner.",
+}
 
 
 @dag(
-    dag_id="ml_retraining",
+    dag_id=contract.ML_RETRAINING,
     schedule=[FEATURE_DRIFT_ALERT],
     start_date=None,
     catchup=False,
@@ -34,15 +42,13 @@ STAGES = ["model_training", "model_deployment"]
     doc_md=__doc__,
 )
 def ml_retraining():
-    recent_only = {"TRAINING_LOOKBACK_DAYS": str(CFG.retraining_lookback_days)}
+    env = {contract.MODEL_TRAINING: {"TRAINING_LOOKBACK_DAYS": str(CFG.retraining_lookback_days)}}
     chain(
         start_tracking_task(CFG),
-        spark_stage("model_training", CFG, "Retrain on the recent days only.", env=recent_only,
-                    on_failure_callback=FailureNotifier()),
-        spark_stage("model_deployment", CFG, "Champion/challenger; score the date with the winner.",
-                    on_failure_callback=FailureNotifier()),
+        *[spark_stage(stage, CFG, doc, env=env.get(stage), on_failure_callback=FailureNotifier())
+          for stage, doc in STAGES.items()],
         publish_report_task(CFG),
-        finish_tracking_task(CFG, STAGES),
+        finish_tracking_task(CFG, list(STAGES)),
     )
 
 

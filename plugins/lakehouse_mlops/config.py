@@ -1,27 +1,16 @@
 """Settings the DAGs read, from environment variables documented in .env.example."""
 from __future__ import annotations
 
-import os
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs import contract
+from jobs.contract import env
+from jobs.trade_calendar import pipeline_schedule, pipeline_timezone
+
+# The repository root seen from here (in the image: /opt/airflow, where jobs/ is mounted).
 _REPO = Path(__file__).resolve().parents[2]
-
-
-def env(name: str, default: str = "") -> str:
-    value = os.environ.get(name, "")
-    return value if value.strip() else default
-
-
-def bounded_mlflow_http() -> None:
-    """Bound the MLflow client's HTTP retries before talking to MLflow (same defaults as the stages).
-
-    MLflow's own defaults retry one call for about 4 minutes; a task (or a UI link) waiting on a
-    dead tracking server should fail in seconds and leave the retrying to Airflow.
-    """
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
 def _minutes(value: str) -> int:
@@ -56,8 +45,6 @@ class PipelineConfig:
 
     def default_args(self) -> dict:
         """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit."""
-        import datetime as dt
-
         return {
             "owner": "data-team",
             "retries": self.retries,
@@ -67,23 +54,17 @@ class PipelineConfig:
             "execution_timeout": dt.timedelta(hours=2),
         }
 
-    def dag_run_url(self, dag_id: str, run_id: str) -> str:
-        from urllib.parse import quote
-
-        return f"{self.airflow_ui_url}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
-
     @classmethod
-    def from_env(cls) -> "PipelineConfig":
+    def from_env(cls) -> PipelineConfig:
         jobs_dir = Path(env("LAKEHOUSE_JOBS_DIR", str(_REPO / "jobs")))
-        default_jars = ",".join(str(p) for p in sorted((_REPO / "var" / "jars").glob("*.jar")))
         return cls(
-            dag_id="ml_pipeline",
-            schedule=env("PIPELINE_SCHEDULE", "0 2 * * *"),
-            timezone=env("PIPELINE_TIMEZONE", "Asia/Seoul"),
+            dag_id=contract.ML_PIPELINE,
+            schedule=pipeline_schedule(),
+            timezone=pipeline_timezone(),
             spark_conn_id=env("SPARK_CONN_ID", "spark_default"),
             spark_binary=env("SPARK_SUBMIT_BINARY", "spark-submit"),
             jobs_dir=jobs_dir,
-            jars=env("SPARK_JARS", default_jars),
+            jars=env("SPARK_JARS") or contract.default_jars(_REPO),
             packages=env("SPARK_PACKAGES"),
             py_files=env("SPARK_PY_FILES"),
             driver_memory=env("SPARK_DRIVER_MEMORY", "2g"),

@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import AsyncCallback, BaseDeadlineReference, DeadlineAlert
 
+from jobs import contract
+from jobs.trade_calendar import DEFAULT_TIMEZONE, resolve_trade_date
 from lakehouse_mlops.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,6 @@ def _as_datetime(value) -> dt.datetime | None:
 
 def alert_fields(context: dict, timezone: str, minutes: int | None = None) -> tuple[str, dict[str, object]]:
     """Title and fields of the alert, from the context the scheduler hands a deadline callback."""
-    from lakehouse_mlops.parent_run import resolve_trade_date
-
     cfg = PipelineConfig.from_env()
     dag_run = context.get("dag_run") or {}
     deadline = context.get("deadline") or {}
@@ -117,7 +117,7 @@ def alert_fields(context: dict, timezone: str, minutes: int | None = None) -> tu
         "deadline": due_text,
         "deadline_rule": f"{minutes} min after the scheduled time" if minutes else None,
         "state": dag_run.get("state"),
-        "run_url": cfg.dag_run_url(dag_id, run_id),
+        "run_url": contract.dag_run_url(cfg.airflow_ui_url, dag_id, run_id),
     }
     return title, fields
 
@@ -130,7 +130,7 @@ def send_deadline_alert(context: dict, timezone: str, minutes: int | None = None
     return send_alert(title, fields)
 
 
-async def deadline_missed(context: dict | None = None, timezone: str = "Asia/Seoul",
+async def deadline_missed(context: dict | None = None, timezone: str = DEFAULT_TIMEZONE,
                           minutes: int | None = None, **kwargs) -> list[str]:
     """AsyncCallback run by the triggerer; delivery (blocking, with retries) runs in a thread."""
     return await asyncio.to_thread(send_deadline_alert, context or {}, timezone, minutes)

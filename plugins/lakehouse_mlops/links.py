@@ -10,10 +10,13 @@ from urllib.parse import quote, urlencode
 
 from airflow.sdk import BaseOperatorLink
 
-from lakehouse_mlops.config import PipelineConfig, bounded_mlflow_http
+from jobs import contract
+from lakehouse_mlops.config import PipelineConfig
 
 REDIRECT_PREFIX = "/lakehouse-mlops"
-TRACKED_DAGS = {"ml_pipeline", "ml_retraining"}
+TRACKED_DAGS = {contract.ML_PIPELINE, contract.ML_RETRAINING}
+# Tasks without a run of their own: their link opens the DAG run's parent run.
+PARENT_RUN_TASKS = {contract.START_TRACKING, contract.FINISH_TRACKING, contract.DRIFT_GATE}
 
 
 class MLflowRunLink(BaseOperatorLink):
@@ -32,23 +35,25 @@ def mlflow_run_url(cfg: PipelineConfig, dag_id: str, run_id: str, task_id: str,
     """URL of the MLflow run for a task instance; the experiment search if it is not there yet."""
     import mlflow
 
-    bounded_mlflow_http()
+    contract.bounded_mlflow_http()
     client = mlflow.MlflowClient(cfg.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is None:
         return cfg.mlflow_ui_url
-    base = f"tags.`airflow.dag_id` = '{dag_id}' and tags.`airflow.run_id` = '{run_id}'"
-    if task_id in ("start_tracking", "finish_tracking", "drift_gate"):
-        filters = [base + " and tags.`pipeline.role` = 'dag_run'"]
+    if task_id in PARENT_RUN_TASKS:
+        filters = [contract.parent_run_filter(dag_id, run_id)]
     else:
-        filters = [base + f" and tags.`airflow.task_id` = '{task_id}'"]
+        task_runs = " and ".join((contract.tag_equals(contract.TAG_DAG_ID, dag_id),
+                                  contract.tag_equals(contract.TAG_RUN_ID, run_id),
+                                  contract.tag_equals(contract.TAG_TASK_ID, task_id)))
+        filters = [task_runs]
         if try_number:
-            filters.insert(0, filters[0] + f" and tags.`airflow.try_number` = '{try_number}'")
+            filters.insert(0, f"{task_runs} and {contract.tag_equals(contract.TAG_TRY_NUMBER, try_number)}")
     for flt in filters:
         runs = client.search_runs([exp.experiment_id], filter_string=flt,
                                   order_by=["attributes.start_time DESC"], max_results=1)
         if runs:
-            return f"{cfg.mlflow_ui_url}/#/experiments/{exp.experiment_id}/runs/{runs[0].info.run_id}"
+            return contract.mlflow_run_url(cfg.mlflow_ui_url, exp.experiment_id, runs[0].info.run_id)
     search = quote(filters[-1])
     return f"{cfg.mlflow_ui_url}/#/experiments/{exp.experiment_id}?searchFilter={search}"
 

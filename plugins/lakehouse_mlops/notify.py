@@ -12,11 +12,11 @@ import smtplib
 import time
 import urllib.request
 from email.message import EmailMessage
-from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
-from lakehouse_mlops.config import env
+from jobs import contract
+from jobs.contract import env
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -91,8 +91,7 @@ def summarize_error(error: BaseException | None, limit: int = 1500) -> str:
 
 
 def task_log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> str:
-    base = env("AIRFLOW_UI_URL", "http://127.0.0.1:8080").rstrip("/")
-    url = f"{base}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id)}"
+    url = contract.task_url(env("AIRFLOW_UI_URL", "http://127.0.0.1:8080"), dag_id, run_id, task_id)
     return f"{url}?try_number={try_number}" if try_number else url
 
 
@@ -107,7 +106,7 @@ class FailureNotifier(BaseNotifier):
         task_id = getattr(ti, "task_id", "?")
         started = None
         try:
-            started = ti.xcom_pull(task_ids="start_tracking") if ti is not None else None
+            started = ti.xcom_pull(task_ids=contract.START_TRACKING) if ti is not None else None
         except Exception:  # the failure may be in start_tracking itself
             pass
         error = context.get("exception")

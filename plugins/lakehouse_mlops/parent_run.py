@@ -1,43 +1,21 @@
 """The DAG run's MLflow parent run: opened before the first stage, closed after the last.
 
-Stage jobs open their own child runs under it (jobs/lakehouse.py); this module only owns the
-parent, so a DAG run maps to exactly one MLflow run however often tasks are retried.
+Stage jobs open their own child runs under it (jobs/lakehouse); this module only owns the
+parent, so a DAG run maps to exactly one MLflow run however often tasks are retried. Tag keys,
+metric keys and run filters are the ones in ``jobs.contract``, which the stages write and read.
 """
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
-from lakehouse_mlops.config import PipelineConfig, bounded_mlflow_http
-
-KRX_CLOSED_WEEKDAYS = {5, 6}  # Saturday, Sunday
-
-
-def resolve_trade_date(requested: str | None, run_time: dt.datetime | None, timezone: str) -> dt.date:
-    """The trade date a run processes: the one asked for, else the day before the run (local time).
-
-    The daily run fires at 02:00 Asia/Seoul and processes the session that closed the afternoon
-    before. Cron-triggered runs in Airflow 3 have no data interval to speak of
-    (start == end == run time), so the date is derived here, once, and handed to every stage.
-    """
-    if requested:
-        try:
-            return dt.date.fromisoformat(str(requested))
-        except ValueError:
-            raise ValueError(f"trade_date must be YYYY-MM-DD, got {requested!r}") from None
-    if run_time is None:
-        raise ValueError("run has neither a trade_date parameter nor a logical date / run_after")
-    return run_time.astimezone(ZoneInfo(timezone)).date() - dt.timedelta(days=1)
-
-
-def is_trading_day(day: dt.date) -> bool:
-    return day.weekday() not in KRX_CLOSED_WEEKDAYS
+from jobs import contract
+from lakehouse_mlops.config import PipelineConfig
 
 
 def _client(cfg: PipelineConfig):
     import mlflow
 
-    bounded_mlflow_http()
+    contract.bounded_mlflow_http()
     mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     return mlflow.MlflowClient(cfg.mlflow_tracking_uri)
 
@@ -56,12 +34,8 @@ def _experiment_id(client, name: str) -> str:
 
 
 def find_parent_run(client, experiment_id: str, dag_id: str, run_id: str):
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(f"tags.`airflow.dag_id` = '{dag_id}' and tags.`airflow.run_id` = '{run_id}' "
-                       "and tags.`pipeline.role` = 'dag_run'"),
-        max_results=1,
-    )
+    runs = client.search_runs([experiment_id], filter_string=contract.parent_run_filter(dag_id, run_id),
+                              max_results=1)
     return runs[0] if runs else None
 
 
@@ -79,13 +53,13 @@ def open_parent_run(cfg: PipelineConfig, dag_id: str, run_id: str, trade_date: d
         experiment_id,
         run_name=f"{dag_id} {trade_date}",
         tags={
-            "pipeline.role": "dag_run",
-            "pipeline.trade_date": trade_date.isoformat(),
-            "airflow.dag_id": dag_id,
-            "airflow.run_id": run_id,
-            "airflow.url": airflow_url,
-            "mlflow.note.content": (f"Airflow DAG run `{run_id}` for trade date {trade_date}. "
-                                    f"[Open it in Airflow]({airflow_url})"),
+            contract.TAG_ROLE: contract.ROLE_DAG_RUN,
+            contract.TAG_TRADE_DATE: trade_date.isoformat(),
+            contract.TAG_DAG_ID: dag_id,
+            contract.TAG_RUN_ID: run_id,
+            contract.TAG_AIRFLOW_URL: airflow_url,
+            contract.TAG_NOTE: (f"Airflow DAG run `{run_id}` for trade date {trade_date}. "
+                                f"[Open it in Airflow]({airflow_url})"),
         },
     )
     client.log_param(run.info.run_id, "trade_date", trade_date.isoformat())
@@ -106,14 +80,11 @@ def child_runs(cfg: PipelineConfig, parent_run_id: str) -> dict[str, object]:
     parent = client.get_run(parent_run_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        filter_string=contract.child_runs_filter(parent_run_id),
         order_by=["attributes.start_time ASC"],
         max_results=1000,
     )
-    latest: dict[str, object] = {}
-    for run in runs:
-        latest[run.data.tags.get("pipeline.stage", run.info.run_name)] = run
-    return latest
+    return contract.latest_per_stage(runs)
 
 
 def close_parent_run(cfg: PipelineConfig, parent_run_id: str, task_states: dict[str, str | None],
@@ -124,18 +95,19 @@ def close_parent_run(cfg: PipelineConfig, parent_run_id: str, task_states: dict[
     failed = [s for s in stages if task_states.get(s) != "success"]
     metrics: dict[str, float] = {}
     for stage, run in children.items():
-        for key in ("rows_in", "rows_out", "rows_rejected", "duration_seconds"):
+        for key in contract.ROLLUP_METRICS:
             if key in run.data.metrics:
                 metrics[f"{stage}.{key}"] = run.data.metrics[key]
-    metrics["stages_failed"] = len(failed)
-    metrics["stages_total_seconds"] = sum(v for k, v in metrics.items() if k.endswith(".duration_seconds"))
+    metrics[contract.METRIC_STAGES_FAILED] = len(failed)
+    metrics[contract.METRIC_STAGES_TOTAL_SECONDS] = sum(
+        v for k, v in metrics.items() if k.endswith(f".{contract.METRIC_DURATION}"))
     for key, value in metrics.items():
         client.log_metric(parent_run_id, key, value)
-    tags = {"pipeline.failed_stages": ",".join(failed) or "none"}
+    tags = {contract.TAG_FAILED_STAGES: ",".join(failed) or "none"}
     if failed:
-        errors = [f"{s}: {children[s].data.tags.get('error', task_states.get(s))}" if s in children
+        errors = [f"{s}: {children[s].data.tags.get(contract.TAG_ERROR, task_states.get(s))}" if s in children
                   else f"{s}: {task_states.get(s) or 'not run'}" for s in failed]
-        tags["error"] = "; ".join(str(e) for e in errors)[:4900]
+        tags[contract.TAG_ERROR] = "; ".join(str(e) for e in errors)[:4900]
     for key, value in tags.items():
         client.set_tag(parent_run_id, key, value)
     client.set_terminated(parent_run_id, status="FAILED" if failed else "FINISHED")

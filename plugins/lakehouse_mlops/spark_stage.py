@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
+from jobs.contract import START_TRACKING
 from lakehouse_mlops.config import PipelineConfig
 
-START_TASK = "start_tracking"
-
+# What start_tracking returned (trade date, parent run id), as a Jinja expression.
+STARTED = f"ti.xcom_pull(task_ids='{START_TRACKING}')"
 # Everything a stage needs to know about its Airflow task instance, rendered at run time.
 STAGE_ARGS = [
-    "--trade-date", "{{ ti.xcom_pull(task_ids='%s')['trade_date'] }}" % START_TASK,
-    "--parent-run-id", "{{ ti.xcom_pull(task_ids='%s')['parent_run_id'] }}" % START_TASK,
+    "--trade-date", "{{ " + STARTED + "['trade_date'] }}",
+    "--parent-run-id", "{{ " + STARTED + "['parent_run_id'] }}",
     "--dag-id", "{{ dag.dag_id }}",
     "--run-id", "{{ run_id }}",
     "--task-id", "{{ ti.task_id }}",

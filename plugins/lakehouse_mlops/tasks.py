@@ -5,13 +5,18 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from jobs import contract
+from jobs.trade_calendar import is_trading_day, resolve_trade_date
 from lakehouse_mlops import parent_run
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.notify import send_alert
-from lakehouse_mlops.spark_stage import START_TASK
+from lakehouse_mlops.spark_stage import STARTED
+
+# publish_report exits with this when nothing was tracked; Airflow marks the task skipped.
+SKIP_EXIT_CODE = 99
 
 # Emitted when a date's features drift past the configured share; schedules ml_retraining.
-FEATURE_DRIFT_ALERT = Asset(name="feature_drift_alert", uri="lakehouse://option_ticks_db/feature_drift_alert",
+FEATURE_DRIFT_ALERT = Asset(name=contract.FEATURE_DRIFT_ASSET, uri=contract.FEATURE_DRIFT_ASSET_URI,
                             group="lakehouse-mlops")
 
 
@@ -28,26 +33,27 @@ def _requested_trade_date(context) -> str | None:
 
 
 def start_tracking_task(cfg: PipelineConfig):
-    @task(task_id=START_TASK)
+    @task(task_id=contract.START_TRACKING)
     def start_tracking(**context) -> dict:
         """Decide the trade date and open this DAG run's MLflow parent run."""
         dag_run = context["dag_run"]
-        trade_date = parent_run.resolve_trade_date(
+        trade_date = resolve_trade_date(
             _requested_trade_date(context), dag_run.logical_date or dag_run.run_after, cfg.timezone)
-        if not parent_run.is_trading_day(trade_date):
+        if not is_trading_day(trade_date):
             raise AirflowSkipException(f"{trade_date} is not a KRX trading day; nothing to process")
-        parent = parent_run.open_parent_run(cfg, dag_run.dag_id, dag_run.run_id, trade_date,
-                                          cfg.dag_run_url(dag_run.dag_id, dag_run.run_id))
+        parent = parent_run.open_parent_run(
+            cfg, dag_run.dag_id, dag_run.run_id, trade_date,
+            contract.dag_run_url(cfg.airflow_ui_url, dag_run.dag_id, dag_run.run_id))
         return {"trade_date": trade_date.isoformat(), "parent_run_id": parent}
 
     return start_tracking()
 
 
 def finish_tracking_task(cfg: PipelineConfig, stages: list[str]):
-    @task(trigger_rule="all_done")
+    @task(task_id=contract.FINISH_TRACKING, trigger_rule="all_done")
     def finish_tracking(**context) -> dict:
         """Close the parent run with the outcome of every stage; fail the DAG run if one failed."""
-        started = context["ti"].xcom_pull(task_ids=START_TASK)
+        started = context["ti"].xcom_pull(task_ids=contract.START_TRACKING)
         if not started:
             raise AirflowSkipException("the run was skipped before tracking started")
         dag_run = context["dag_run"]
@@ -61,16 +67,16 @@ def finish_tracking_task(cfg: PipelineConfig, stages: list[str]):
 
 
 def drift_gate_task(cfg: PipelineConfig):
-    @task(outlets=[FEATURE_DRIFT_ALERT])
+    @task(task_id=contract.DRIFT_GATE, outlets=[FEATURE_DRIFT_ALERT])
     def drift_gate(**context) -> dict:
         """Alert and emit the drift asset when the drifted feature share crosses the threshold."""
-        started = context["ti"].xcom_pull(task_ids=START_TASK)
+        started = context["ti"].xcom_pull(task_ids=contract.START_TRACKING)
         children = parent_run.child_runs(cfg, started["parent_run_id"])
-        monitoring = children.get("monitoring")
+        monitoring = children.get(contract.MONITORING)
         if monitoring is None:
             raise AirflowSkipException("no monitoring run to judge")
-        share = monitoring.data.metrics.get("drift_share", 0.0)
-        features = monitoring.data.tags.get("drift.features", "none")
+        share = monitoring.data.metrics.get(contract.METRIC_DRIFT_SHARE, 0.0)
+        features = monitoring.data.tags.get(contract.TAG_DRIFT_FEATURES, "none")
         if share < cfg.drift_share_threshold:
             raise AirflowSkipException(f"drift share {share:.2f} below {cfg.drift_share_threshold:.2f}")
         dag_run = context["dag_run"]
@@ -78,7 +84,8 @@ def drift_gate_task(cfg: PipelineConfig):
             "dag": dag_run.dag_id, "run": dag_run.run_id, "trade_date": started["trade_date"],
             "drift_share": f"{share:.2f} (threshold {cfg.drift_share_threshold:.2f})",
             "drifted_features": features,
-            "mlflow_run": f"{cfg.mlflow_ui_url}/#/experiments/{monitoring.info.experiment_id}/runs/{monitoring.info.run_id}",
+            "mlflow_run": contract.mlflow_run_url(cfg.mlflow_ui_url, monitoring.info.experiment_id,
+                                                  monitoring.info.run_id),
         })
         extra = {"trade_date": started["trade_date"], "drift_share": share, "features": features,
                  "source_run_id": dag_run.run_id}
@@ -88,19 +95,15 @@ def drift_gate_task(cfg: PipelineConfig):
     return drift_gate()
 
 
-SKIP_EXIT_CODE = 99
-
-
 def publish_report_task(cfg: PipelineConfig) -> BashOperator:
     """The morning report on the parent run, rendered by the jobs environment (matplotlib)."""
-    started = "ti.xcom_pull(task_ids='%s')" % START_TASK
     return BashOperator(
-        task_id="publish_report",
+        task_id=contract.PUBLISH_REPORT,
         doc_md="Row funnel, stage durations, quality, drift and model comparison as HTML + PNG on the "
                "MLflow parent run (artifacts `report/`). Runs for failed runs too.",
         trigger_rule="all_done",
         bash_command=(
-            "{% set started = " + started + " %}"
+            "{% set started = " + STARTED + " %}"
             "{% if started %}"
             f"{cfg.pyspark_python} -m jobs.pipeline_report --parent-run-id {{{{ started['parent_run_id'] }}}}"
             "{% else %}"

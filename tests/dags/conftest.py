@@ -16,6 +16,7 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 # An address nothing listens on: parsing a DAG must never need MLflow or Spark.
 os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
 os.environ.setdefault("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[*]"}')
-for p in (REPO / "plugins", REPO / "dags"):
+# The repository root for jobs.contract / jobs.trade_calendar, as PYTHONPATH gives it to Airflow.
+for p in (REPO, REPO / "plugins", REPO / "dags"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))

@@ -19,7 +19,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import AsyncCallback
 
 from lakehouse_mlops.deadline import DailyRunDeadline, deadline_missed, reference_time
-from lakehouse_mlops.parent_run import is_trading_day, resolve_trade_date
+from jobs.trade_calendar import is_trading_day, resolve_trade_date
 
 REPO = Path(__file__).resolve().parents[2]
 KST = ZoneInfo("Asia/Seoul")

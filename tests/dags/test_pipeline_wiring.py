@@ -11,7 +11,7 @@ from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.links import MLflowRunLink
 from lakehouse_mlops.spark_stage import spark_stage
-from lakehouse_mlops.parent_run import is_trading_day, resolve_trade_date
+from jobs.trade_calendar import is_trading_day, resolve_trade_date
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 

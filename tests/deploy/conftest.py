@@ -15,7 +15,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 # An address nothing listens on: building operators must never need MLflow or Spark.
 os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"
-# plugins/ for the DAG-side package, scripts/ for make_env (standard library only).
-for p in (REPO / "plugins", REPO / "dags", REPO / "scripts"):
+# The root for jobs.contract, plugins/ for the DAG-side package, scripts/ for make_env (standard
+# library only).
+for p in (REPO, REPO / "plugins", REPO / "dags", REPO / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
