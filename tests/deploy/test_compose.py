@@ -584,6 +584,16 @@ def test_image_and_compose_agree_on_paths(compose):
     assert (REPO / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
 
 
+def test_the_airflow_processes_import_the_contract_from_the_mounted_repository_root(compose):
+    """plugins/lakehouse_mlops imports jobs.contract: PYTHONPATH is the folder ./jobs is mounted in."""
+    image = dockerfile_env()
+    for name in AIRFLOW_SERVICES:
+        env = service_env(compose, name)
+        root = str(Path(env["LAKEHOUSE_JOBS_DIR"]).parent)
+        assert env["PYTHONPATH"] == image["PYTHONPATH"] == root, name
+        assert f"./jobs:{root}/jobs:ro" in compose["services"][name]["volumes"], name
+
+
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context():
     lines = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert {".env", ".venv-*/", "var/"} <= lines
