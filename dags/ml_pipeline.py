@@ -7,7 +7,7 @@ RAW ticks → Bronze → Silver → Gold (Iceberg) → features → model traini
 
 Runs daily at 02:00 Asia/Seoul for the previous trade date; trigger it from the UI with a
 `trade_date` to (re)process one date: every stage replaces that date's partition, so reruns
-are safe. Each stage is a Spark job (`jobs/<stage>.py`) that logs rows, durations, data
+are safe. Each stage is a Spark job (`jobs/stages/<stage>.py`) that logs rows, durations, data
 quality and Iceberg snapshot ids to one MLflow child run under this DAG run's parent run.
 Use the **MLflow run** link on any task to jump there. When too many features drift,
 `drift_gate` alerts and emits the `feature_drift_alert` asset, which starts `ml_retraining`.

@@ -21,12 +21,12 @@ STAGE_ARGS = [
 
 def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "", env: dict[str, str] | None = None,
                 **kwargs) -> SparkSubmitOperator:
-    """A SparkSubmitOperator running ``jobs/<stage>.py`` on the configured master."""
+    """A SparkSubmitOperator running ``jobs/stages/<stage>.py`` on the configured master."""
     repo = str(cfg.jobs_dir.parent)
     return SparkSubmitOperator(
         task_id=stage,
         doc_md=doc or None,
-        application=str(cfg.jobs_dir / f"{stage}.py"),
+        application=str(cfg.jobs_dir / "stages" / f"{stage}.py"),
         name=f"lakehouse-{stage}",
         conn_id=cfg.spark_conn_id,
         spark_binary=cfg.spark_binary,

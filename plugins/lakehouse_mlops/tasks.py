@@ -105,7 +105,7 @@ def publish_report_task(cfg: PipelineConfig) -> BashOperator:
         bash_command=(
             "{% set started = " + STARTED + " %}"
             "{% if started %}"
-            f"{cfg.pyspark_python} -m jobs.pipeline_report --parent-run-id {{{{ started['parent_run_id'] }}}}"
+            f"{cfg.pyspark_python} -m jobs.report.publish --parent-run-id {{{{ started['parent_run_id'] }}}}"
             "{% else %}"
             f"echo 'nothing was tracked for this run'; exit {SKIP_EXIT_CODE}"
             "{% endif %}"

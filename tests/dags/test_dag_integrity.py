@@ -59,11 +59,14 @@ def test_schedule_is_02_00_seoul_without_catchup(dag):
     assert dag.doc_md and "RAW" in dag.doc_md
 
 
+# The stage scripts move to jobs/stages/ on the jobs branch; until both are merged they are not there.
+# strict: once jobs/stages/ exists the condition is false and the test runs as always.
+@pytest.mark.xfail(not (REPO / "jobs" / "stages").is_dir(), reason="jobs/stages/ not merged yet", strict=True)
 def test_stages_are_spark_submit_tasks_running_their_job(dag):
     for stage in STAGES:
         task = dag.get_task(stage)
         assert isinstance(task, SparkSubmitOperator), type(task)
-        assert task.application == str(REPO / "jobs" / f"{stage}.py")
+        assert task.application == str(REPO / "jobs" / "stages" / f"{stage}.py")
         assert Path(task.application).is_file()
         args = " ".join(task.application_args)
         for flag in ("--trade-date", "--parent-run-id", "--dag-id", "--run-id", "--task-id", "--try-number"):

@@ -56,7 +56,7 @@ def test_stage_resolves_to_the_intended_spark_submit_command(monkeypatch, tmp_pa
     assert cmd[cmd.index("--jars") + 1] == "/jars/iceberg.jar,/jars/sqlite.jar"
     assert "spark.pyspark.python=/opt/jobs-venv/bin/python" in cmd
     assert cmd[-3:] == [str(Path(op.application)), "--trade-date", "2026-11-24"]
-    assert op.application.endswith("jobs/silver_to_gold.py")
+    assert op.application.endswith("jobs/stages/silver_to_gold.py")
 
 
 def test_mlflow_link_points_at_the_redirect_for_this_task_instance():

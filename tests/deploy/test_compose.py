@@ -511,7 +511,7 @@ def test_compose_environment_resolves_to_the_intended_spark_submit(monkeypatch, 
     assert "spark.pyspark.python=/opt/jobs-venv/bin/python" in cmd
     assert "spark.pyspark.driver.python=/opt/jobs-venv/bin/python" in cmd
     assert "--driver-memory" in cmd and cmd[cmd.index("--driver-memory") + 1] == env["SPARK_DRIVER_MEMORY"]
-    assert cmd[-3:] == [f"/opt/airflow/jobs/{stage}.py", "--trade-date", "2026-11-24"]
+    assert cmd[-3:] == [f"/opt/airflow/jobs/stages/{stage}.py", "--trade-date", "2026-11-24"]
     # The jobs package is importable by the driver: PYTHONPATH is the parent of the mounted jobs/.
     assert hook._env["PYTHONPATH"] == "/opt/airflow"
     assert hook._connection["deploy_mode"] is None  # client mode: the driver runs in the worker
