@@ -45,19 +45,18 @@ class DailyRunDeadline(BaseDeadlineReference):
         return {"reference_type": self.reference_name, "minutes": self.minutes}
 
     @classmethod
-    def deserialize_reference(cls, reference_data: dict[str, Any]) -> "DailyRunDeadline":
+    def deserialize_reference(cls, reference_data: dict[str, Any]) -> DailyRunDeadline:
         return cls(minutes=int(reference_data.get("minutes", DEFAULT_MINUTES)))
 
     def _evaluate_with(self, *, session, dag_id: str, run_id: str, **kwargs) -> dt.datetime | None:
         """Evaluated by the scheduler (or API server) when the run is created; None: no deadline."""
-        from sqlalchemy import select
-
         from airflow.models import DagRun
+        from sqlalchemy import select
 
         run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
         if run is None:
             return None
-        return reference_time(run.run_type, run.logical_date, self.minutes, dt.datetime.now(dt.timezone.utc))
+        return reference_time(run.run_type, run.logical_date, self.minutes, dt.datetime.now(dt.UTC))
 
 
 def reference_time(run_type, logical_date: dt.datetime | None, minutes: int,
@@ -87,9 +86,9 @@ def _as_datetime(value) -> dt.datetime | None:
     if value in (None, ""):
         return None
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def alert_fields(context: dict, timezone: str, minutes: int | None = None) -> tuple[str, dict[str, object]]:

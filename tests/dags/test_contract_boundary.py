@@ -12,7 +12,6 @@ from pathlib import Path
 
 import ml_pipeline
 import ml_retraining
-
 from jobs import contract
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +44,8 @@ def airflow_side_files() -> list[Path]:
 def test_the_import_parser_sees_every_spelling():
     here = imported_modules(Path(__file__))
     assert {"ast", "ml_pipeline", "jobs.contract"} <= here
-    assert {"jobs.contract", "jobs.trade_calendar"} <= imported_modules(REPO / "plugins" / "lakehouse_mlops" / "tasks.py")
+    tasks = REPO / "plugins" / "lakehouse_mlops" / "tasks.py"
+    assert {"jobs.contract", "jobs.trade_calendar"} <= imported_modules(tasks)
 
 
 def test_plugins_and_dags_import_from_jobs_only_the_standard_library_modules():

@@ -46,7 +46,7 @@ def test_retries_back_off_exponentially(dag):
 def test_chain_order(dag):
     order = [t.task_id for t in dag.topological_sort()]
     assert order == EXPECTED_ORDER
-    for upstream, downstream in zip(EXPECTED_ORDER, EXPECTED_ORDER[1:]):
+    for upstream, downstream in zip(EXPECTED_ORDER, EXPECTED_ORDER[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
 
 

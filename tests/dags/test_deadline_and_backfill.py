@@ -18,12 +18,12 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import AsyncCallback
 
-from lakehouse_mlops.deadline import DailyRunDeadline, deadline_missed, reference_time
 from jobs.trade_calendar import is_trading_day, resolve_trade_date
+from lakehouse_mlops.deadline import DailyRunDeadline, deadline_missed, reference_time
 
 REPO = Path(__file__).resolve().parents[2]
 KST = ZoneInfo("Asia/Seoul")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def parse_pipeline():

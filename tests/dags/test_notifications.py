@@ -83,6 +83,7 @@ def test_the_error_summary_is_the_jobs_own_exception_not_the_command_line():
                      "jobs.transforms.quality.QualityGateFailed: quality gate 'silver' failed for 2026-11-25, "
                      "nothing published: rejected_share = 0.08, allowed <= 0.05 (max_rejected_share)")
     assert summarize_error(gate).endswith("QualityGateFailed: quality gate 'silver' failed for 2026-11-25, "
-                                          "nothing published: rejected_share = 0.08, allowed <= 0.05 (max_rejected_share)")
+                                          "nothing published: rejected_share = 0.08, allowed <= 0.05 "
+                                          "(max_rejected_share)")
     assert summarize_error(RuntimeError("boom")) == "RuntimeError: boom"
     assert summarize_error(None) == "unknown"

@@ -8,17 +8,17 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
+from jobs.trade_calendar import is_trading_day, resolve_trade_date
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.links import MLflowRunLink
 from lakehouse_mlops.spark_stage import spark_stage
-from jobs.trade_calendar import is_trading_day, resolve_trade_date
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 
 
 def test_scheduled_run_processes_the_previous_seoul_day():
     # 02:00 KST on 25 Nov is 17:00 UTC on 24 Nov: the trade date is the 24th either way.
-    run_time = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)
+    run_time = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)
     assert resolve_trade_date(None, run_time, "Asia/Seoul") == dt.date(2026, 11, 24)
     assert resolve_trade_date(None, dt.datetime(2026, 11, 25, 2, 0, tzinfo=SEOUL), "Asia/Seoul") \
         == dt.date(2026, 11, 24)

@@ -94,7 +94,8 @@ def _expand(expr: str, env: dict[str, str]) -> str:
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's interpolation: `$$`, `$VAR`, `${VAR}`, `${VAR:-d}`, `${VAR-d}`, `${VAR:?e}`, `${VAR?e}`, `${VAR:+a}`."""
+    """Compose's interpolation: `$$`, `$VAR`, `${VAR}`, `${VAR:-d}`, `${VAR-d}`, `${VAR:?e}`, `${VAR?e}`,
+    `${VAR:+a}`."""
     out, i = [], 0
     while i < len(text):
         if text[i] != "$":
