@@ -9,10 +9,10 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status demo backfill rollback test test-dags test-jobs test-e2e test-faults lock clean bench
+.PHONY: help deps system-deps test-deps env up down status demo backfill rollback lint test test-dags test-jobs test-e2e test-faults lock clean bench
 
 help: ## Show the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 system-deps: ## Debian packages (Java, jarjar, SQLite JDBC, zip)
 	@bash scripts/system_deps.sh
@@ -57,6 +57,10 @@ backfill: ## Rerun ml_pipeline for trade dates FROM..TO (YYYY-MM-DD, both includ
 rollback: ## Serve the previous model again: swap the champion and previous aliases
 	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.rollback_champion
 
+lint: ## Ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, Airflow AIR rules; pyproject.toml)
+	@test -x $(JOBS_VENV)/bin/ruff || { echo "ruff is installed by make deps (in $(JOBS_VENV))"; exit 2; }
+	$(JOBS_VENV)/bin/ruff check .
+
 test-deps: ## Debian Chromium for the browser check of the MLflow UI
 	@bash scripts/system_deps.sh chromium
 
@@ -64,13 +68,13 @@ test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
 	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q $(PYTEST_ARGS)
 
-test-dags: deps
+test-dags: deps ## DAG integrity, wiring, deadline and alert tests only (Airflow environment, no services)
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags -q $(PYTEST_ARGS)
 
-test-jobs: deps
+test-jobs: deps ## Unit tests of the Spark jobs, transforms, report and benchmark reference (jobs environment)
 	$(JOBS_VENV)/bin/python -m pytest tests/jobs -q $(PYTEST_ARGS)
 
-test-e2e: deps
+test-e2e: deps ## End-to-end: the embedded stack runs ml_pipeline through Airflow (~10-25 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q $(PYTEST_ARGS)
 
 test-faults: deps ## Fault drills: MLflow or SeaweedFS down, a Spark job killed mid-write (~5 min)
