@@ -4,13 +4,7 @@ Lives in plugins/ because Airflow puts that folder on sys.path for every compone
 dag-processor, workers, api-server), so DAG files can stay thin and import from here.
 
 The names shared with the Spark jobs come from ``jobs.contract`` and ``jobs.trade_calendar``
-(standard library only), so the repository root must be importable. Every deployment puts it on
-PYTHONPATH (the image, the compose file, scripts/stack.py); when Airflow runs from a checkout
-without it, the root next to plugins/ is appended here, after everything else, so it never shadows.
+(standard library only), so the repository root must be on the Airflow processes' PYTHONPATH:
+the image and the compose file set it (/opt/airflow), and so does scripts/stack.py for the
+embedded run. No sys.path edits here: the DAG files import ``jobs`` before this package.
 """
-import sys
-from pathlib import Path
-
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.append(_REPO_ROOT)
