@@ -533,7 +533,8 @@ def main() -> int:
     try:
         from stack_support import running_stack
 
-        import stack as stack_cli
+        from scripts.devstack.processes import read_pid
+        from scripts.devstack.services import all_services
 
         with running_stack(root / "stack", stack_settings) as st:
             log(f"stack up: {', '.join(line.split(':')[0] for line in st.up_output.splitlines() if 'healthy' in line)}")
@@ -567,8 +568,8 @@ def main() -> int:
                 f"driver memory {driver_memory}, shuffle partitions {base.shuffle_partitions})")
 
             services: dict[str, list[int]] = {}
-            for svc in stack_cli.all_services(st.env):
-                pid = stack_cli.read_pid(st.env, svc.name)
+            for svc in all_services(st.env):
+                pid = read_pid(st.env, svc.name)
                 if pid:
                     services.setdefault(svc.group, []).append(pid)
             sampler = Sampler(cfg["sample_seconds"], services, jvm_pid)

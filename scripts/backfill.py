@@ -16,12 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+if not __package__:  # run as a file, not as `python -m scripts.backfill`: make `scripts.` and `jobs.` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import demo  # noqa: E402
-import stack  # noqa: E402
+from scripts import demo  # noqa: E402
+from scripts.devstack.env import resolve_env  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.first > args.last:
         parser.error(f"--from {args.first} is after --to {args.last}")
 
-    airflow = demo.Airflow(stack.resolve_env())
+    airflow = demo.Airflow(resolve_env())
     airflow.wait_for_dag()
     plan = airflow.backfill(args.first, args.last, args.reprocess, args.max_active_runs, dry_run=True)
     print(f"Backfill of {demo.DAG_ID} for trade dates {args.first} .. {args.last} "

@@ -19,13 +19,11 @@ import urllib.request
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-SCRIPTS = Path(__file__).resolve().parent
-REPO = SCRIPTS.parent
-for p in (str(SCRIPTS), str(REPO)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if not __package__:  # run as a file, not as `python -m scripts.demo`: make `scripts.` and `jobs.` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import stack  # noqa: E402
+from scripts.devstack.env import resolve_env  # noqa: E402
+from scripts.devstack.health import airflow_token, password_file, s3_client  # noqa: E402
 
 DAG_ID = "ml_pipeline"
 STAGES = ("raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
@@ -39,7 +37,7 @@ class Airflow:
     def __init__(self, env: dict):
         self.base = env["AIRFLOW_API_URL"].rstrip("/")
         self.env = env
-        self._token = stack.airflow_token(env)
+        self._token = airflow_token(env)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
@@ -245,7 +243,7 @@ def collect_summary(env: dict, runs: dict[str, str]) -> dict:
             tables[name] = {"rows": int(snap.summary.get("total-records", 0)) if snap else 0,
                             "snapshot_id": snap.snapshot_id if snap else None}
     summary["tables"] = tables
-    s3 = stack.s3_client(env)
+    s3 = s3_client(env)
     listing = s3.list_objects_v2(Bucket=env.get("S3_BUCKET", "lakehouse"), Prefix="mlflow/")
     summary["s3_mlflow_objects"] = listing.get("KeyCount", 0)
     return summary
@@ -325,7 +323,7 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
     lines += [
         "",
         f"Airflow UI : {env['AIRFLOW_API_URL']}/dags/{DAG_ID}   (user {env.get('AIRFLOW_ADMIN_USER') or 'admin'}, "
-        f"password in {stack.password_file(env)})",
+        f"password in {password_file(env)})",
         f"MLflow UI  : {env['MLFLOW_UI_URL']}/#/experiments/{exp}" if exp else f"MLflow UI  : {env['MLFLOW_UI_URL']}",
         f"S3 (SeaweedFS): {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')}",
         "Services keep running for browsing; `make down` stops them.",
@@ -341,7 +339,7 @@ def generate_raw(env: dict, dates: list[dt.date], ticks: int, regime: float = 1.
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = stack.resolve_env()
+    env = resolve_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dates", default=env.get("DEMO_TRADE_DATES") or "2026-11-24,2026-11-25,2026-11-26")
     parser.add_argument("--ticks", type=int, default=int(env.get("DEMO_TICKS") or 1_000_000))

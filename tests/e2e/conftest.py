@@ -65,7 +65,7 @@ class PipelineSession:
 
 @pytest.fixture(scope="session")
 def pipeline(request) -> PipelineSession:
-    import demo
+    from scripts import demo
 
     from jobs import generate_messy_delivery
 

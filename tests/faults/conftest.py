@@ -83,7 +83,7 @@ class Outage:
 @pytest.fixture(scope="session")
 def mlflow_outage(stack, client, experiment_id, raw_small) -> Outage:
     """Stop MLflow, run raw_to_bronze (try 1) and the DAG's start_tracking call, start MLflow, retry."""
-    from stack import port_open
+    from scripts.devstack.health import port_open
 
     parent, airflow_run = new_parent_run(client, experiment_id, raw_small)
     stopped = stack.cli("stop", "mlflow")
