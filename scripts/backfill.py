@@ -19,7 +19,8 @@ from pathlib import Path
 if not __package__:  # run as a file, not as `python -m scripts.backfill`: make `scripts.` and `jobs.` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts import demo  # noqa: E402
+from jobs.contract import ML_PIPELINE, START_TRACKING  # noqa: E402
+from scripts.devstack.airflow_api import Airflow  # noqa: E402
 from scripts.devstack.env import resolve_env  # noqa: E402
 
 
@@ -40,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.first > args.last:
         parser.error(f"--from {args.first} is after --to {args.last}")
 
-    airflow = demo.Airflow(resolve_env())
+    airflow = Airflow(resolve_env())
     airflow.wait_for_dag()
     plan = airflow.backfill(args.first, args.last, args.reprocess, args.max_active_runs, dry_run=True)
-    print(f"Backfill of {demo.DAG_ID} for trade dates {args.first} .. {args.last} "
+    print(f"Backfill of {ML_PIPELINE} for trade dates {args.first} .. {args.last} "
           f"(reprocess {args.reprocess}, {args.max_active_runs} run(s) at a time):")
     for entry in plan.get("backfills", []):
         trade_date = airflow.trade_date_of(entry["logical_date"])
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     created = airflow.backfill(args.first, args.last, args.reprocess, args.max_active_runs)
     runs = airflow.backfill_runs(created)
     print(f"Backfill {created['id']} created: {len(runs)} run(s). "
-          f"Airflow UI: {airflow.env.get('AIRFLOW_UI_URL', airflow.base)}/dags/{demo.DAG_ID}")
+          f"Airflow UI: {airflow.env.get('AIRFLOW_UI_URL', airflow.base)}/dags/{ML_PIPELINE}")
     if args.no_wait:
         return 0
     started = time.monotonic()
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     airflow.wait_backfill(created["id"])
     print(f"Backfill {created['id']} finished in {time.monotonic() - started:.0f}s:")
     for trade_date, run_id in runs.items():
-        skipped = airflow.task_states(run_id).get("start_tracking") == "skipped"
+        skipped = airflow.task_states(run_id).get(START_TRACKING) == "skipped"
         print(f"  {trade_date}  {states[trade_date]:<8} {'(not a trading day: skipped)' if skipped else ''}  {run_id}")
     return 0 if all(s == "success" for s in states.values()) else 1
 
