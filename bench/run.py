@@ -49,9 +49,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-for _p in (REPO, REPO / "scripts", REPO / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if str(REPO) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
+    sys.path.insert(0, str(REPO))
 
 TRADE_DATE = dt.date(2026, 3, 3)   # a Tuesday in the past: no tick is later than the ingestion time
 STAGES = ("raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering", "model_training")
@@ -531,7 +530,7 @@ def main() -> int:
     spark = sampler = None
     started = time.perf_counter()
     try:
-        from stack_support import running_stack
+        from scripts.devstack.temporary import running_stack
 
         from scripts.devstack.processes import read_pid
         from scripts.devstack.services import all_services

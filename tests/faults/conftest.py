@@ -21,7 +21,8 @@ from faults_support import (
     DEPENDENCY_SETTINGS, MEASURED, MLFLOW_HTTP, SERVICES, SMALL_DATE, SMALL_TICKS, Finished, children_of, measured,
     new_parent_run, run_stage,
 )
-from stack_support import REPO, Stack, running_stack
+from scripts.devstack.env import REPO
+from scripts.devstack.temporary import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
