@@ -49,9 +49,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-for _p in (REPO, REPO / "scripts", REPO / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if str(REPO) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
+    sys.path.insert(0, str(REPO))
 
 TRADE_DATE = dt.date(2026, 3, 3)   # a Tuesday in the past: no tick is later than the ingestion time
 STAGES = ("raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering", "model_training")
@@ -531,9 +530,10 @@ def main() -> int:
     spark = sampler = None
     started = time.perf_counter()
     try:
-        from stack_support import running_stack
+        from scripts.devstack.temporary import running_stack
 
-        import stack as stack_cli
+        from scripts.devstack.processes import read_pid
+        from scripts.devstack.services import all_services
 
         with running_stack(root / "stack", stack_settings) as st:
             log(f"stack up: {', '.join(line.split(':')[0] for line in st.up_output.splitlines() if 'healthy' in line)}")
@@ -567,8 +567,8 @@ def main() -> int:
                 f"driver memory {driver_memory}, shuffle partitions {base.shuffle_partitions})")
 
             services: dict[str, list[int]] = {}
-            for svc in stack_cli.all_services(st.env):
-                pid = stack_cli.read_pid(st.env, svc.name)
+            for svc in all_services(st.env):
+                pid = read_pid(st.env, svc.name)
                 if pid:
                     services.setdefault(svc.group, []).append(pid)
             sampler = Sampler(cfg["sample_seconds"], services, jvm_pid)

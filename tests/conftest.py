@@ -1,10 +1,9 @@
-"""Shared by the suites that run in the jobs environment: repo and tests/ importable."""
+"""Shared by every suite: the repo root importable (`jobs`, `scripts.devstack`, `bench`)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-for p in (str(TESTS), str(TESTS.parent), str(TESTS.parent / "scripts")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)

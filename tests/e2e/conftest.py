@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stack_support import Stack, running_stack
+from scripts.devstack.temporary import Stack, running_stack
 
 GOOD_DATES = (dt.date(2026, 11, 24), dt.date(2026, 11, 25))
 DRIFT_DATE = dt.date(2026, 11, 26)    # a stressed market: volatility, spreads and sizes x3
@@ -65,7 +65,7 @@ class PipelineSession:
 
 @pytest.fixture(scope="session")
 def pipeline(request) -> PipelineSession:
-    import demo
+    from scripts import demo
 
     from jobs import generate_messy_delivery
 

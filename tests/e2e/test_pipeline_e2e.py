@@ -168,7 +168,7 @@ def test_the_messy_delivery_is_quarantined_by_file_and_by_row_and_logged(pipelin
 
 
 def test_champion_is_registered_and_its_artifacts_live_in_seaweedfs(pipeline, client):
-    import stack
+    from scripts.devstack import health as stack
 
     champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
     assert champion.tags["features_snapshot_id"]

@@ -21,7 +21,8 @@ from faults_support import (
     DEPENDENCY_SETTINGS, MEASURED, MLFLOW_HTTP, SERVICES, SMALL_DATE, SMALL_TICKS, Finished, children_of, measured,
     new_parent_run, run_stage,
 )
-from stack_support import REPO, Stack, running_stack
+from scripts.devstack.env import REPO
+from scripts.devstack.temporary import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +84,7 @@ class Outage:
 @pytest.fixture(scope="session")
 def mlflow_outage(stack, client, experiment_id, raw_small) -> Outage:
     """Stop MLflow, run raw_to_bronze (try 1) and the DAG's start_tracking call, start MLflow, retry."""
-    from stack import port_open
+    from scripts.devstack.health import port_open
 
     parent, airflow_run = new_parent_run(client, experiment_id, raw_small)
     stopped = stack.cli("stop", "mlflow")

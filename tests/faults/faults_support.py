@@ -8,7 +8,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack_support import REPO, Stack
+from scripts.devstack.env import REPO
+from scripts.devstack.temporary import Stack
 
 SERVICES = "seaweedfs,mlflow"
 # Short waits between dependency probes keep the drills quick; the bound is still exercised.

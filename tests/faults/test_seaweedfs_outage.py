@@ -67,7 +67,7 @@ def without_mlflow_http_settings(env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def seaweedfs_outage(stack, settings, client, experiment_id) -> Outage:
-    from stack import port_open
+    from scripts.devstack.health import port_open
 
     write_features(settings)
     parent, airflow_run = new_parent_run(client, experiment_id, TRAIN_DATE)

@@ -10,7 +10,7 @@ from faults_support import SERVICES
 
 
 def test_up_started_only_the_selected_services(stack):
-    from stack import port_open
+    from scripts.devstack.health import port_open
 
     started = [line.split(":")[0] for line in stack.up_output.splitlines() if "(healthy," in line]
     assert started == SERVICES.split(",")
@@ -25,7 +25,7 @@ def test_up_started_only_the_selected_services(stack):
 
 
 def test_stop_and_start_one_service_keeps_the_others_and_its_data(stack):
-    from stack import mlflow_health, port_open, s3_client
+    from scripts.devstack.health import mlflow_health, port_open, s3_client
 
     key = f"faults/{uuid.uuid4().hex}.txt"
     s3 = s3_client(stack.env)
@@ -49,7 +49,7 @@ def test_stop_and_start_one_service_keeps_the_others_and_its_data(stack):
 
 
 def test_unknown_services_are_refused_before_anything_changes(stack):
-    from stack import mlflow_health
+    from scripts.devstack.health import mlflow_health
 
     stop = stack.cli("stop", "mlflow", "postgres")
     assert stop.returncode == 1

@@ -8,7 +8,37 @@ from pathlib import Path
 
 import pytest
 
-from stack_support import PROBE_DAG, PROBE_KEYS, Stack, running_stack  # noqa: F401  (re-exported)
+from scripts.devstack.temporary import Stack, running_stack
+
+PROBE_DAG = """
+import json, os, shutil
+
+import pendulum
+from airflow.sdk import dag, task
+
+KEYS = json.loads(os.environ.get("STACK_PROBE_KEYS", "[]"))
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+     is_paused_upon_creation=False, tags=["stack-test"])
+def stack_probe():
+    @task
+    def dump_env():
+        seen = {k: os.environ.get(k) for k in KEYS}
+        seen["which spark-submit"] = shutil.which("spark-submit")
+        with open(os.path.join(os.environ["LAKEHOUSE_HOME"], "probe-env.json"), "w") as fh:
+            json.dump(seen, fh)
+
+    dump_env()
+
+
+stack_probe()
+"""
+
+PROBE_KEYS = ["ICEBERG_CATALOG_URI", "ICEBERG_WAREHOUSE", "RAW_TICKS_PATH", "SPARK_JARS", "SPARK_MASTER",
+              "SPARK_SUBMIT_BINARY", "PYSPARK_PYTHON", "JAVA_HOME", "MLFLOW_TRACKING_URI",
+              "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "LAKEHOUSE_HOME", "PIPELINE_SCHEDULE",
+              "AIRFLOW_CONN_SPARK_DEFAULT"]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Behaviour of the embedded stack (scripts/stack.py) and of `make env` (scripts/make_env.py).
+"""Behaviour of the embedded stack (scripts/stack.py, scripts/devstack/) and of `make env` (scripts/make_env.py).
 
 The stack tests run against real SeaweedFS, MLflow and Airflow processes (see conftest.py). They are
 ordered: the last one takes the stack down and checks that nothing is left behind.
@@ -12,7 +12,6 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import time
 import uuid
 import urllib.error
@@ -25,10 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 JOBS_PYTHON = REPO / ".venv-jobs" / "bin" / "python"
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
-sys.path.insert(0, str(SCRIPTS))
 
-import make_env  # noqa: E402
-import stack as stack_mod  # noqa: E402
+from scripts.devstack import dotenv, processes  # noqa: E402
+from scripts.devstack import health as stack_health  # noqa: E402  (a test has a local `health`)
+from scripts.devstack.env import StackError, resolve_env  # noqa: E402
 
 SECRET_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AIRFLOW__CORE__FERNET_KEY",
                "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"]
@@ -47,7 +46,7 @@ def test_make_env_generates_unique_valid_secrets(tmp_path):
     for path in (first, second):
         out = run_make_env("--path", str(path), "--example", str(REPO / ".env.example"))
         assert out.returncode == 0, out.stderr
-    a, b = make_env.read_env_file(first), make_env.read_env_file(second)
+    a, b = dotenv.read_env_file(first), dotenv.read_env_file(second)
 
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
     assert not [k for k, v in a.items() if v.startswith("change-me")]
@@ -86,7 +85,7 @@ def test_make_env_keeps_existing_file_and_appends_new_variables(tmp_path):
     example.write_text(example.read_text() + "# a new token\nNEW_TOKEN=change-me-token\nNEW_PLAIN=1\n")
     out = run_make_env("--path", str(path), "--example", str(example))
     assert out.returncode == 0, out.stderr
-    values = make_env.read_env_file(path)
+    values = dotenv.read_env_file(path)
     assert values["S3_BUCKET"] == "mine"
     assert path.read_text().startswith(edited)  # existing lines untouched, new ones appended
     assert values["NEW_PLAIN"] == "1" and len(values["NEW_TOKEN"]) >= 40
@@ -96,16 +95,16 @@ def test_make_env_keeps_existing_file_and_appends_new_variables(tmp_path):
 
     secret_before = values["AWS_SECRET_ACCESS_KEY"]
     assert run_make_env("--path", str(path), "--example", str(example), "--force").returncode == 0
-    forced = make_env.read_env_file(path)
+    forced = dotenv.read_env_file(path)
     assert forced["S3_BUCKET"] == "lakehouse" and forced["AWS_SECRET_ACCESS_KEY"] != secret_before
 
 
 def test_resolve_env_embedded_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    env = stack_mod.resolve_env({"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env"), "LAKEHOUSE_HOME": "var/x",
-                                 "MLFLOW_PORT": "5123", "SEAWEEDFS_S3_PORT": "8444",
-                                 "ICEBERG_CATALOG_URI": "", "ICEBERG_WAREHOUSE": "", "RAW_TICKS_PATH": "",
-                                 "SPARK_JARS": "", "SPARK_PACKAGES": ""})
+    env = resolve_env({"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env"), "LAKEHOUSE_HOME": "var/x",
+                       "MLFLOW_PORT": "5123", "SEAWEEDFS_S3_PORT": "8444",
+                       "ICEBERG_CATALOG_URI": "", "ICEBERG_WAREHOUSE": "", "RAW_TICKS_PATH": "",
+                       "SPARK_JARS": "", "SPARK_PACKAGES": ""})
     home = REPO / "var" / "x"
     assert (tmp_path / ".env").exists()  # created on first use
     assert env["LAKEHOUSE_HOME"] == str(home) and env["LAKEHOUSE_REPO"] == str(REPO)
@@ -130,7 +129,7 @@ def test_resolve_env_embedded_defaults(tmp_path, monkeypatch):
 
 
 def test_up_printed_the_password_once_and_is_idempotent(stack):
-    password = stack_mod.airflow_password(stack.env)
+    password = stack_health.airflow_password(stack.env)
     assert password and f"password: {password}" in stack.up_output
     pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
     assert len(pids) == 6
@@ -165,12 +164,12 @@ def _listening_sockets() -> dict[str, tuple[str, int]]:
 
 def test_services_listen_on_loopback_only(stack):
     for var, port in stack.listening_ports.items():
-        assert stack_mod.port_open(port), f"{var}={port} is not listening"
+        assert stack_health.port_open(port), f"{var}={port} is not listening"
     loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
     sockets = _listening_sockets()
     found = set()
     for pid_file in (stack.home / "run").glob("*.pid"):
-        for member in stack_mod._session_members(int(pid_file.read_text())):
+        for member in processes.session_members(int(pid_file.read_text())):
             for fd in Path(f"/proc/{member}/fd").iterdir():
                 try:
                     target = os.readlink(fd)
@@ -198,7 +197,7 @@ def test_s3_refuses_anonymous_and_round_trips_signed(stack):
             urllib.request.urlopen(req, timeout=10)
         assert err.value.code == 403
 
-    client = stack_mod.s3_client(stack.env)
+    client = stack_health.s3_client(stack.env)
     key = f"tests/{uuid.uuid4().hex}.bin"
     body = os.urandom(70_000)
     client.put_object(Bucket=bucket, Key=key, Body=body)
@@ -206,7 +205,7 @@ def test_s3_refuses_anonymous_and_round_trips_signed(stack):
 
     wrong = dict(stack.env, AWS_SECRET_ACCESS_KEY="x" * 40)
     with pytest.raises(Exception, match="403|AccessDenied|Forbidden|SignatureDoesNotMatch"):
-        stack_mod.s3_client(wrong).get_object(Bucket=bucket, Key=key)
+        stack_health.s3_client(wrong).get_object(Bucket=bucket, Key=key)
 
 
 def test_mlflow_artifacts_land_in_the_bucket(stack):
@@ -222,7 +221,7 @@ def test_mlflow_artifacts_land_in_the_bucket(stack):
     # Proxied artifacts: the client never needs S3 credentials.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
 
-    client = stack_mod.s3_client(stack.env)
+    client = stack_health.s3_client(stack.env)
     listed = client.list_objects_v2(Bucket=stack.env["S3_BUCKET"], Prefix="mlflow/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     expected = f"mlflow/{experiment.experiment_id}/{run.info.run_id}/artifacts/probe/hello.txt"
@@ -232,30 +231,30 @@ def test_mlflow_artifacts_land_in_the_bucket(stack):
 
 
 def test_airflow_health_and_token(stack):
-    components, detail = stack_mod.airflow_health(stack.env)
+    components, detail = stack_health.airflow_health(stack.env)
     assert all(components.values()), detail
     health = json.loads(detail)
     for key in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
         assert health[key]["status"] == "healthy", health
 
-    token = stack_mod.airflow_token(stack.env)
+    token = stack_health.airflow_token(stack.env)
     assert token.count(".") == 2  # a JWT
     req = urllib.request.Request(f"{stack.env['AIRFLOW_API_URL']}/api/v2/dags",
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200 and "dags" in json.loads(resp.read())
 
-    with pytest.raises(stack_mod.StackError, match="401"):
-        stack_mod.airflow_token(stack.env, password="not-the-password")
+    with pytest.raises(StackError, match="401"):
+        stack_health.airflow_token(stack.env, password="not-the-password")
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{stack.env['AIRFLOW_API_URL']}/api/v2/dags", timeout=10)
     assert err.value.code in (401, 403)
 
 
 def _api(stack, method: str, path: str, body: dict | None = None) -> dict:
-    token = stack_mod.airflow_token(stack.env)
-    status, payload = stack_mod._http_json(method, f"{stack.env['AIRFLOW_API_URL']}/api/v2{path}", body,
-                                           headers={"Authorization": f"Bearer {token}"})
+    token = stack_health.airflow_token(stack.env)
+    status, payload = stack_health.http_json(method, f"{stack.env['AIRFLOW_API_URL']}/api/v2{path}", body,
+                                             headers={"Authorization": f"Bearer {token}"})
     assert status in (200, 201), (method, path, status, payload)
     return payload
 
@@ -268,14 +267,14 @@ def test_airflow_task_runs_with_the_pipeline_environment(stack):
             break
         time.sleep(1)
     else:
-        pytest.fail("stack_probe DAG was never parsed:\n" + stack_mod.tail(stack.home / "logs" / "airflow-dag-processor.log"))
+        pytest.fail("stack_probe DAG was never parsed:\n" + processes.tail(stack.home / "logs" / "airflow-dag-processor.log"))
 
     run = _api(stack, "POST", "/dags/stack_probe/dagRuns", {"logical_date": None})
     state = run["state"]
     while time.monotonic() < deadline + 60 and state not in ("success", "failed"):
         time.sleep(1)
         state = _api(stack, "GET", f"/dags/stack_probe/dagRuns/{run['dag_run_id']}")["state"]
-    assert state == "success", stack_mod.tail(stack.home / "logs" / "airflow-scheduler.log")
+    assert state == "success", processes.tail(stack.home / "logs" / "airflow-scheduler.log")
 
     seen = json.loads((stack.home / "probe-env.json").read_text())
     for key in stack.probe_keys:

@@ -1,63 +1,29 @@
-"""A real embedded stack on free ports in a temporary LAKEHOUSE_HOME, for test sessions.
+"""A real embedded stack on free ports in a temporary LAKEHOUSE_HOME, for test sessions and the benchmark.
 
-Shared by tests/stack (with a probe DAG) and tests/e2e (with the project's DAGs). The stack is
-driven through the CLI exactly as a developer does; `running_stack` always runs `down`, and keeps
-the state folder (with logs) only when something failed.
+Used by tests/stack (with a probe DAG), tests/e2e and tests/faults (with the project's DAGs) and
+bench/run.py (with an empty DAG folder). The stack is driven through the CLI exactly as a developer
+does; `running_stack` always runs `down`, and keeps the state folder (with logs) only when
+something failed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scripts.devstack.dotenv import read_env_file
+from scripts.devstack.env import GRPC_OFFSET, JOBS_VENV, LOOPBACK, REPO
+
 SCRIPTS = REPO / "scripts"
-JOBS_PYTHON = REPO / ".venv-jobs" / "bin" / "python"
-AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
-
-import make_env  # noqa: E402
-
-PROBE_DAG = """
-import json, os, shutil
-
-import pendulum
-from airflow.sdk import dag, task
-
-KEYS = json.loads(os.environ.get("STACK_PROBE_KEYS", "[]"))
-
-
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-     is_paused_upon_creation=False, tags=["stack-test"])
-def stack_probe():
-    @task
-    def dump_env():
-        seen = {k: os.environ.get(k) for k in KEYS}
-        seen["which spark-submit"] = shutil.which("spark-submit")
-        with open(os.path.join(os.environ["LAKEHOUSE_HOME"], "probe-env.json"), "w") as fh:
-            json.dump(seen, fh)
-
-    dump_env()
-
-
-stack_probe()
-"""
-
-PROBE_KEYS = ["ICEBERG_CATALOG_URI", "ICEBERG_WAREHOUSE", "RAW_TICKS_PATH", "SPARK_JARS", "SPARK_MASTER",
-              "SPARK_SUBMIT_BINARY", "PYSPARK_PYTHON", "JAVA_HOME", "MLFLOW_TRACKING_URI",
-              "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "LAKEHOUSE_HOME", "PIPELINE_SCHEDULE",
-              "AIRFLOW_CONN_SPARK_DEFAULT"]
+JOBS_PYTHON = JOBS_VENV / "bin" / "python"
 
 PORT_VARS = [
     "SEAWEEDFS_S3_PORT", "SEAWEEDFS_MASTER_PORT", "SEAWEEDFS_VOLUME_PORT", "SEAWEEDFS_FILER_PORT",
@@ -71,24 +37,24 @@ def free_ports(n: int) -> list[int]:
     with ExitStack() as stack:
         socks = [stack.enter_context(socket.socket()) for _ in range(n)]
         for s in socks:
-            s.bind(("127.0.0.1", 0))
+            s.bind((LOOPBACK, 0))
         return [s.getsockname()[1] for s in socks]
 
 
 def _is_free(port: int) -> bool:
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((LOOPBACK, port))
         except OSError:
             return False
     return True
 
 
 def admin_port(taken: set[int]) -> int:
-    """SeaweedFS's admin port: its gRPC twin (port + 10000) must be free as well."""
+    """SeaweedFS's admin port: its gRPC twin (port + GRPC_OFFSET) must be free as well."""
     for _ in range(500):
         grpc = free_ports(1)[0]
-        port = grpc - 10000
+        port = grpc - GRPC_OFFSET
         if port > 1024 and not {port, grpc} & taken and _is_free(port):
             return port
     raise RuntimeError("no free port pair for the SeaweedFS admin server")
@@ -106,7 +72,7 @@ class Stack:
     @property
     def listening_ports(self) -> dict[str, int]:
         """Every port the stack opens, including the admin gRPC port derived from the admin one."""
-        return {**self.ports, "SEAWEEDFS_ADMIN_PORT+10000": self.ports["SEAWEEDFS_ADMIN_PORT"] + 10000}
+        return {**self.ports, f"SEAWEEDFS_ADMIN_PORT+{GRPC_OFFSET}": self.ports["SEAWEEDFS_ADMIN_PORT"] + GRPC_OFFSET}
 
     def cli(self, *args: str, timeout: float = 300, env_overrides: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess:
@@ -117,7 +83,7 @@ class Stack:
 
 def _hermetic_env(settings: dict[str, str]) -> dict[str, str]:
     """The caller's environment without project variables (an outer `stack.py run`, other fixtures)."""
-    project_keys = set(make_env.read_env_file(REPO / ".env.example"))
+    project_keys = set(read_env_file(REPO / ".env.example"))
     project_keys |= {"AIRFLOW_HOME", "SPARK_SUBMIT_BINARY", "PYSPARK_PYTHON"}
     env = {k: v for k, v in os.environ.items()
            if k not in project_keys and not k.startswith(("LAKEHOUSE_", "AIRFLOW__", "AIRFLOW_CONN_", "MLFLOW_"))}
@@ -132,8 +98,6 @@ def parse_exports(text: str) -> dict[str, str]:
             key, _, value = line[len("export "):].partition("=")
             result[key] = shlex.split(value)[0] if value else ""
     return result
-
-
 
 
 @contextlib.contextmanager

@@ -1,0 +1,301 @@
+"""The embedded single-machine stack: SeaweedFS, MLflow and Airflow as plain local processes.
+
+Used where there is no Docker engine (developer machines of this project's kind, CI). Every service
+runs from the project's virtual environments, binds to 127.0.0.1 only and keeps its state under
+$LAKEHOUSE_HOME, so `down` plus deleting that folder is a full reset.
+
+    .venv-jobs/bin/python scripts/stack.py up | down | status | env | run -- CMD...
+    .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow)
+
+Configuration: <repo>/.env (created by make_env.py when missing), overridden by the process
+environment. Knobs read from the environment only: LAKEHOUSE_ENV_FILE (another .env, e.g. for tests),
+LAKEHOUSE_DAGS_FOLDER (default <repo>/dags), LAKEHOUSE_START_TIMEOUT (seconds per health wait),
+LAKEHOUSE_SERVICES (comma list of the services `up` starts and `status` judges; default all).
+`stop`/`start` take one service down and bring it back with its data (fault drills, tests).
+Other scripts import `resolve_env` (scripts/devstack/env.py) and `airflow_token`
+(scripts/devstack/health.py) instead of re-deriving paths and ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scripts.devstack.env import (
+    AIRFLOW_COMPONENTS, AIRFLOW_VENV, LOOPBACK, SERVICE_NAMES, StackError, process_env, resolve_env,
+)
+from scripts.devstack.health import (
+    airflow_health, airflow_password, ensure_buckets, ensure_experiment, http_get, mlflow_health,
+    password_file, seaweedfs_health,
+)
+from scripts.devstack.processes import dirs, failure, log_path, memory_mb, read_pid, start_service, stop_services
+from scripts.devstack.services import (
+    airflow_services, all_services, mlflow_service, parse_services, remove_sockets, seaweedfs_service,
+    selected_services, service_processes, write_s3_identities,
+)
+
+POLL_SECONDS = 0.5
+
+
+# --------------------------------------------------------------------------------------------------
+# Bringing services up
+# --------------------------------------------------------------------------------------------------
+
+def _timeout(default: float) -> float:
+    value = os.environ.get("LAKEHOUSE_START_TIMEOUT")
+    return float(value) if value else default
+
+
+def _wait(env: dict, names: list[str], check, label: str, timeout: float) -> None:
+    """Poll `check` until it passes; fail fast if a watched process dies, else at the deadline."""
+    deadline = time.monotonic() + timeout
+    detail = ""
+    while True:
+        ok, detail = check()
+        if ok:
+            return
+        dead = [n for n in names if read_pid(env, n) is None]
+        if dead:
+            raise failure(env, dead, f"{', '.join(dead)} exited while waiting for {label} ({detail})")
+        if time.monotonic() > deadline:
+            raise failure(env, names, f"{label} not healthy after {timeout:.0f}s: {detail}")
+        time.sleep(POLL_SECONDS)
+
+
+def _up_seaweedfs(env: dict) -> str:
+    svc = seaweedfs_service(env)
+    if read_pid(env, svc.name) is not None and seaweedfs_health(env)[0]:
+        return "already running"
+    if read_pid(env, svc.name) is None:
+        remove_sockets(env)
+        write_s3_identities(env)
+        start_service(env, svc)
+        state = "started"
+    else:
+        state = "running, waiting for health"
+    s3 = env["MLFLOW_S3_ENDPOINT_URL"]
+
+    def s3_answers():
+        status, _ = http_get(f"{s3}/")
+        return status == 403, f"anonymous GET / on {s3} returned {status or 'no answer'}"
+
+    _wait(env, [svc.name], s3_answers, "SeaweedFS S3", _timeout(60))
+    ensure_buckets(env)
+    _wait(env, [svc.name], lambda: seaweedfs_health(env), "SeaweedFS", _timeout(30))
+    return state
+
+
+def _up_mlflow(env: dict) -> str:
+    svc = mlflow_service(env)
+    state = "already running"
+    if read_pid(env, svc.name) is None:
+        start_service(env, svc)
+        state = "started"
+    _wait(env, [svc.name], lambda: mlflow_health(env), "MLflow", _timeout(120))
+    ensure_experiment(env)
+    return state
+
+
+def _up_airflow(env: dict) -> str:
+    services = airflow_services(env)
+    missing = [s for s in services if read_pid(env, s.name) is None]
+    if missing:
+        migrate_log = log_path(env, "airflow-db-migrate")
+        with open(migrate_log, "ab") as log:
+            rc = subprocess.call([str(AIRFLOW_VENV / "bin" / "airflow"), "db", "migrate"],
+                                 cwd=env["AIRFLOW_HOME"], env={**process_env(env), **services[0].extra_env},
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if rc != 0:
+            raise failure(env, ["airflow-db-migrate"], f"`airflow db migrate` failed with exit code {rc}")
+        for svc in missing:
+            start_service(env, svc)
+    since = {s.name.removeprefix("airflow-"): time.time() for s in missing}
+
+    def healthy():
+        comps, detail = airflow_health(env, since)
+        bad = [c for c, ok in comps.items() if not ok]
+        return not bad, (f"not healthy: {', '.join(bad)}; {detail}" if bad else "ok")
+
+    _wait(env, [s.name for s in services], healthy, "Airflow", _timeout(180))
+    _wait(env, ["airflow-api-server"], lambda: (airflow_password(env) is not None, f"no {password_file(env)}"),
+          "the generated Airflow password", _timeout(30))
+    os.chmod(password_file(env), 0o600)
+    return "started " + ", ".join(s.name for s in missing) if missing else "already running"
+
+
+def _airflow_login_line(env: dict) -> str:
+    """Show the generated password once; afterwards only where it is kept."""
+    url = env["AIRFLOW_API_URL"]
+    user = env.get("AIRFLOW_ADMIN_USER") or "admin"
+    pw_file = password_file(env)
+    marker = Path(env["AIRFLOW_HOME"]) / ".password_shown"
+    password = airflow_password(env)
+    if password and not marker.exists():
+        marker.write_text(f"{pw_file}\n")
+        return f"Airflow UI: {url}  user: {user}  password: {password} (generated; stored in {pw_file})"
+    return f"Airflow UI: {url}  user: {user}  password: stored in {pw_file}"
+
+
+def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> list[str]:
+    lines = []
+    if "seaweedfs" in services:
+        lines += [f"SeaweedFS S3: {env['MLFLOW_S3_ENDPOINT_URL']}  bucket: {env['S3_BUCKET']}  "
+                  f"(keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})",
+                  f"SeaweedFS filer UI: http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}"]
+    if "mlflow" in services:
+        lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}")
+    if "airflow" in services:
+        lines.append(_airflow_login_line(env))
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
+
+def cmd_up(env: dict, services: list[str] | None = None) -> int:
+    started = time.monotonic()
+    services = services or selected_services()
+    for d in dirs(env).values():
+        d.mkdir(parents=True, exist_ok=True)
+    os.chmod(dirs(env)["logs"], 0o700)  # the api-server log holds the generated password
+    for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    for label, fn in (("seaweedfs", _up_seaweedfs), ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
+        if label not in services:
+            continue
+        t0 = time.monotonic()
+        state = fn(env)
+        print(f"{label}: {state} (healthy, {time.monotonic() - t0:.1f}s)", flush=True)
+    print(f"stack up in {time.monotonic() - started:.1f}s (state in {env['LAKEHOUSE_HOME']})")
+    for line in _urls(env, services):
+        print(line)
+    return 0
+
+
+def cmd_start(env: dict, names: list[str]) -> int:
+    """Start (or wait for) the named services only, e.g. after `stop seaweedfs`."""
+    if not names:
+        print(f"usage: stack.py start SERVICE... ({', '.join(SERVICE_NAMES)})", file=sys.stderr)
+        return 2
+    return cmd_up(env, parse_services(names))
+
+
+def cmd_stop(env: dict, names: list[str]) -> int:
+    """Stop the named services only; their data stays, `start` brings them back."""
+    if not names:
+        print(f"usage: stack.py stop SERVICE... ({', '.join(SERVICE_NAMES)})", file=sys.stderr)
+        return 2
+    services = parse_services(names)
+    if not dirs(env)["run"].exists():
+        print("nothing to stop")
+        return 0
+    t0 = time.monotonic()
+    stopped = []
+    for name in reversed(services):  # dependants first, storage last, as `down` does
+        stopped += stop_services(env, service_processes(env, name))
+    if "seaweedfs" in services:
+        remove_sockets(env)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
+    return 0
+
+
+def cmd_down(env: dict) -> int:
+    if not dirs(env)["run"].exists():
+        print("nothing to stop")
+        return 0
+    t0 = time.monotonic()
+    stopped = []
+    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, storage last.
+    for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
+                  ["airflow-api-server"], ["mlflow"], ["seaweedfs"]):
+        stopped += stop_services(env, group)
+    remove_sockets(env)
+    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
+    return 0
+
+
+def cmd_status(env: dict) -> int:
+    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False}
+    pids = {svc.name: read_pid(env, svc.name) for svc in all_services(env)}
+    if pids["seaweedfs"]:
+        health["seaweedfs"] = seaweedfs_health(env)[0]
+    if pids["mlflow"]:
+        health["mlflow"] = mlflow_health(env)[0]
+    comps = airflow_health(env)[0] if pids["airflow-api-server"] else {}
+    for c in AIRFLOW_COMPONENTS:
+        health[f"airflow-{c}"] = bool(comps.get(c)) and pids[f"airflow-{c}"] is not None
+    ports = {"seaweedfs": env["SEAWEEDFS_S3_PORT"], "mlflow": env["MLFLOW_PORT"],
+             "airflow-api-server": env["AIRFLOW_API_PORT"]}
+    print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
+    for name, pid in pids.items():
+        rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")
+        state = "healthy" if health[name] else ("unhealthy" if pid else "stopped")
+        print(f"{name:<24}{pid or '-':>8}  {ports.get(name, '-'):>6}  {rss:>7}  {pss:>7}  {state}")
+    services = selected_services()
+    judged = [p for s in services for p in service_processes(env, s)]
+    ok = all(health[name] for name in judged)
+    if ok:
+        for line in _urls(env, services):
+            print(line)
+    return 0 if ok else 1
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def cmd_env(env: dict) -> int:
+    for key, value in env.items():
+        print(f"export {key}={_quote(value)}")
+    return 0
+
+
+def cmd_run(env: dict, argv: list[str]) -> int:
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("usage: stack.py run -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    try:
+        return subprocess.call(argv, env=process_env(env))
+    except FileNotFoundError:
+        print(f"stack.py run: command not found: {argv[0]}", file=sys.stderr)
+        return 127
+    except KeyboardInterrupt:
+        return 130
+
+
+USAGE = "usage: stack.py {up|down|status|env|run -- CMD...|stop SERVICE...|start SERVICE...}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `stack.py status | head` should not traceback
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__.strip() + "\n\n" + USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env}
+    with_names = {"start": cmd_start, "stop": cmd_stop}
+    if command not in commands and command not in with_names and command != "run":
+        print(USAGE, file=sys.stderr)
+        return 2
+    if command == "run" and not [a for a in rest if a != "--"][:1]:
+        print("usage: stack.py run -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    try:
+        env = resolve_env()
+        if command == "run":
+            return cmd_run(env, rest)
+        if command in with_names:
+            return with_names[command](env, rest)
+        return commands[command](env)
+    except StackError as e:
+        print(f"stack.py {command}: {e}", file=sys.stderr)
+        return 1
+

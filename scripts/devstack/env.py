@@ -1,0 +1,199 @@
+"""The stack's configuration: one resolved dict of every setting, paths and ports filled in.
+
+Configuration comes from <repo>/.env (created from .env.example when missing), overridden by the
+process environment. Every other devstack module, the demo, the backfill and the tests take the
+dict `resolve_env` returns instead of re-deriving paths and ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.parse
+from pathlib import Path
+
+from jobs.contract import default_jars
+from scripts.devstack import dotenv
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS_VENV = REPO / ".venv-jobs"
+AIRFLOW_VENV = REPO / ".venv-airflow"
+LOOPBACK = "127.0.0.1"
+
+# (variable, default) of every port `weed mini` opens; gRPC ports default to HTTP + 10000 as in SeaweedFS.
+SEAWEEDFS_PORTS = {
+    "s3": ("SEAWEEDFS_S3_PORT", 8333),
+    "master": ("SEAWEEDFS_MASTER_PORT", 9333),
+    "volume": ("SEAWEEDFS_VOLUME_PORT", 9340),
+    "filer": ("SEAWEEDFS_FILER_PORT", 8888),
+    "admin": ("SEAWEEDFS_ADMIN_PORT", 23646),
+}
+# The mini's maintenance worker dials the admin server at its HTTP port + 10000, ignoring
+# -admin.port.grpc, so that one is not configurable.
+GRPC_OFFSET = 10000
+FIXED_GRPC = ("admin",)
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The services `up`, `start` and `stop` know, in start order (storage first).
+SERVICE_NAMES = ("seaweedfs", "mlflow", "airflow")
+
+
+def grpc_var(name: str) -> str:
+    return SEAWEEDFS_PORTS[name][0].replace("_PORT", "_GRPC_PORT")
+
+
+class StackError(RuntimeError):
+    """A service failed to start or is misconfigured; the message is meant for the user."""
+
+
+def _repo_path(value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (REPO / p).resolve()
+
+
+def _is_loopback_url(url: str) -> bool:
+    try:
+        host = urllib.parse.urlparse(url).hostname
+    except ValueError:
+        return False
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _detect_java_home() -> str:
+    java = shutil.which("java")
+    if java:
+        return str(Path(os.path.realpath(java)).parent.parent)
+    fallback = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+    return str(fallback) if fallback.exists() else ""
+
+
+def _knob(name: str, overrides: dict | None) -> str | None:
+    return (overrides or {}).get(name) or os.environ.get(name) or None
+
+
+def env_file_path(overrides: dict | None = None) -> Path:
+    value = _knob("LAKEHOUSE_ENV_FILE", overrides)
+    return _repo_path(value) if value else REPO / ".env"
+
+
+def resolve_env(overrides: dict | None = None) -> dict[str, str]:
+    """Return the project's configuration with every embedded default filled in.
+
+    Precedence: .env.example < .env < os.environ (for variables the files name, and JAVA_HOME)
+    < `overrides`. Only project variables are returned; callers merge them over os.environ.
+    """
+    overrides = {k: str(v) for k, v in (overrides or {}).items()}
+    example = REPO / ".env.example"
+    env_file = env_file_path(overrides)
+    example_values = dotenv.read_env_file(example)
+    file_values = dotenv.read_env_file(env_file)
+    if not env_file.exists() or set(example_values) - set(file_values):
+        dotenv.ensure_env(env_file, example)  # creates it, or appends what a newer example added
+        file_values = dotenv.read_env_file(env_file)
+
+    v: dict[str, str] = {**example_values, **file_values}
+    for key in list(v):
+        if key in os.environ:
+            v[key] = os.environ[key]
+    v.update(overrides)
+    placeholders = [k for k, val in v.items() if val.startswith(dotenv.PLACEHOLDER)]
+    if placeholders:
+        raise StackError(f"{env_file}: placeholder values left in {', '.join(placeholders)}; run `make env`")
+
+    home = _repo_path(v.get("LAKEHOUSE_HOME") or "./var/stack")
+    v["LAKEHOUSE_HOME"] = str(home)
+    v["LAKEHOUSE_REPO"] = str(REPO)
+    v["LAKEHOUSE_ENV_FILE"] = str(env_file)
+    _storage_defaults(v, home)
+    _port_defaults(v)
+    _airflow_settings(v, home, overrides)
+    return v
+
+
+def _storage_defaults(v: dict[str, str], home: Path) -> None:
+    """The pipeline's storage locations and the binaries Spark runs with."""
+    if not v.get("ICEBERG_CATALOG_URI"):
+        v["ICEBERG_CATALOG_URI"] = f"jdbc:sqlite:{home}/iceberg/catalog.db"
+    if not v.get("ICEBERG_WAREHOUSE"):
+        v["ICEBERG_WAREHOUSE"] = f"file://{home}/iceberg/warehouse"
+    if not v.get("RAW_TICKS_PATH"):
+        v["RAW_TICKS_PATH"] = str(home / "raw" / "ticks")
+    if not v.get("SPARK_JARS") and not v.get("SPARK_PACKAGES"):
+        v["SPARK_JARS"] = default_jars(REPO)
+    v.setdefault("S3_BUCKET", "lakehouse")
+    if not v.get("MLFLOW_ARTIFACTS_DESTINATION"):
+        v["MLFLOW_ARTIFACTS_DESTINATION"] = f"s3://{v['S3_BUCKET']}/mlflow"
+
+    # Spark runs from the jobs environment even when Airflow (another venv) starts it.
+    if not v.get("SPARK_SUBMIT_BINARY"):
+        v["SPARK_SUBMIT_BINARY"] = str(JOBS_VENV / "bin" / "spark-submit")
+    if not v.get("PYSPARK_PYTHON"):
+        v["PYSPARK_PYTHON"] = str(JOBS_VENV / "bin" / "python")
+    if not v.get("JAVA_HOME"):
+        v["JAVA_HOME"] = os.environ.get("JAVA_HOME") or _detect_java_home()
+
+
+def _port_defaults(v: dict[str, str]) -> None:
+    """Ports (validated) and the local URLs built from them, so overriding a port is enough; S3 quirks."""
+    v.setdefault("MLFLOW_PORT", "5000")
+    v.setdefault("AIRFLOW_API_PORT", "8080")
+    for name, (var, default) in SEAWEEDFS_PORTS.items():
+        if not v.get(var):
+            v[var] = str(default)
+        if name not in FIXED_GRPC and not v.get(grpc_var(name)):
+            v[grpc_var(name)] = str(int(v[var]) + GRPC_OFFSET)
+    v.setdefault("SEAWEEDFS_ICEBERG_PORT", "0")
+    for key in [k for k in v if k.endswith("_PORT")]:
+        if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key != "SEAWEEDFS_ICEBERG_PORT"):
+            raise StackError(f"{key}={v[key]!r} is not a valid port")
+    if int(v["SEAWEEDFS_ADMIN_PORT"]) + GRPC_OFFSET > 65535:
+        raise StackError(f"SEAWEEDFS_ADMIN_PORT must be at most {65535 - GRPC_OFFSET} (its gRPC port is +{GRPC_OFFSET})")
+    mlflow_url = f"http://{LOOPBACK}:{v['MLFLOW_PORT']}"
+    s3_url = f"http://{LOOPBACK}:{v['SEAWEEDFS_S3_PORT']}"
+    for key, url in (("MLFLOW_TRACKING_URI", mlflow_url), ("MLFLOW_UI_URL", mlflow_url),
+                     ("MLFLOW_S3_ENDPOINT_URL", s3_url)):
+        if not v.get(key) or _is_loopback_url(v[key]):
+            v[key] = url
+
+    # boto3 >= 1.36 checksum trailers get stored into SeaweedFS objects; path-style for a local endpoint.
+    v["AWS_REQUEST_CHECKSUM_CALCULATION"] = v.get("AWS_REQUEST_CHECKSUM_CALCULATION") or "when_required"
+    v["AWS_RESPONSE_CHECKSUM_VALIDATION"] = v.get("AWS_RESPONSE_CHECKSUM_VALIDATION") or "when_required"
+    v["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = v.get("MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE") or "path"
+    v.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _airflow_settings(v: dict[str, str], home: Path, overrides: dict[str, str]) -> None:
+    """Structural settings are forced (they must match this stack), tunables only defaulted."""
+    af_home = home / "airflow"
+    api_url = f"http://{LOOPBACK}:{v['AIRFLOW_API_PORT']}"
+    if not v.get("AIRFLOW_UI_URL") or _is_loopback_url(v["AIRFLOW_UI_URL"]):
+        v["AIRFLOW_UI_URL"] = api_url  # what MLflow runs link back to
+    v.update({
+        "AIRFLOW_HOME": str(af_home),
+        "AIRFLOW_API_URL": api_url,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(_repo_path(_knob("LAKEHOUSE_DAGS_FOLDER", overrides) or "dags")),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{af_home}/airflow.db",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__HOST": LOOPBACK,
+        "AIRFLOW__API__PORT": v["AIRFLOW_API_PORT"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{v.get('AIRFLOW_ADMIN_USER') or 'admin'}:admin",
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": v.get("SPARK_MASTER") or "local[*]"}),
+    })
+    tunables = {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+    }
+    for key, default in tunables.items():
+        v[key] = overrides.get(key) or v.get(key) or os.environ.get(key) or default
+
+
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """The full environment of a child process: the caller's environment plus the project's."""
+    return {**os.environ, **env}

@@ -1,0 +1,186 @@
+"""Is each service up and usable: HTTP probes, the S3 client and buckets, MLflow, Airflow and its token.
+
+Health means usable as configured, not merely listening: SeaweedFS must refuse anonymous calls
+and accept the .env keys, Airflow's components must heartbeat after their latest (re)start.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from scripts.devstack.env import AIRFLOW_COMPONENTS, LOOPBACK, StackError
+
+PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
+# Health keys of /api/v2/monitor/health for each long-running Airflow process.
+AIRFLOW_HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
+    """(status, body); status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def http_json(method: str, url: str, body: dict | None = None, headers: dict | None = None,
+              timeout: float = 10.0) -> tuple[int, dict]:
+    """(status, decoded JSON body) of one call; status 0 when nothing answered."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        return 0, {"error": str(e)}
+    try:
+        return status, json.loads(raw or b"{}")
+    except ValueError:
+        return status, {"raw": raw.decode(errors="replace")}
+
+
+# --------------------------------------------------------------------------------------------------
+# SeaweedFS
+# --------------------------------------------------------------------------------------------------
+
+def s3_client(env: dict):
+    """A boto3 S3 client for the embedded SeaweedFS (path-style, no checksum trailers)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=env["MLFLOW_S3_ENDPOINT_URL"], region_name=env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=3,
+                      read_timeout=10, request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required"),
+    )
+
+
+def _buckets(env: dict) -> list[str]:
+    names = [env["S3_BUCKET"]]
+    dest = urllib.parse.urlparse(env["MLFLOW_ARTIFACTS_DESTINATION"])
+    if dest.scheme == "s3" and dest.netloc and dest.netloc not in names:
+        names.append(dest.netloc)
+    return names
+
+
+def seaweedfs_health(env: dict) -> tuple[bool, str]:
+    """Healthy means: anonymous access is refused AND the configured identity can use the bucket."""
+    bucket = env["S3_BUCKET"]
+    status, _ = http_get(f"{env['MLFLOW_S3_ENDPOINT_URL']}/{bucket}")
+    if status != 403:
+        return False, f"anonymous GET /{bucket} returned {status or 'no answer'} (want 403)"
+    try:
+        s3_client(env).head_bucket(Bucket=bucket)
+    except Exception as e:  # noqa: BLE001 - any failure means unhealthy
+        return False, f"signed head_bucket({bucket}) failed: {e}"
+    return True, "ok"
+
+
+def ensure_buckets(env: dict) -> None:
+    from botocore.exceptions import ClientError
+
+    client = s3_client(env)
+    for bucket in _buckets(env):
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError:
+            try:
+                client.create_bucket(Bucket=bucket)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+
+# --------------------------------------------------------------------------------------------------
+# MLflow
+# --------------------------------------------------------------------------------------------------
+
+def mlflow_health(env: dict) -> tuple[bool, str]:
+    status, body = http_get(f"http://{LOOPBACK}:{env['MLFLOW_PORT']}/health")
+    ok = status == 200 and body.strip() == b"OK"
+    return ok, "ok" if ok else f"GET /health returned {status or 'no answer'}"
+
+
+def ensure_experiment(env: dict) -> str:
+    """Create the pipeline's experiment once; its artifacts go through the server's S3 proxy."""
+    base = f"http://{LOOPBACK}:{env['MLFLOW_PORT']}/api/2.0/mlflow/experiments"
+    name = env["MLFLOW_EXPERIMENT_NAME"]
+    status, body = http_json("GET", f"{base}/get-by-name?{urllib.parse.urlencode({'experiment_name': name})}")
+    if status == 200:
+        return body["experiment"]["experiment_id"]
+    status, body = http_json("POST", f"{base}/create", {"name": name})
+    if status == 200:
+        return body["experiment_id"]
+    if body.get("error_code") == "RESOURCE_ALREADY_EXISTS":
+        return ensure_experiment(env)
+    raise StackError(f"could not create MLflow experiment {name!r}: HTTP {status} {body}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Airflow
+# --------------------------------------------------------------------------------------------------
+
+def airflow_health(env: dict, since: dict[str, float] | None = None) -> tuple[dict[str, bool], str]:
+    """Per-process health from the API server's monitor endpoint (heartbeats in the metadata DB).
+
+    `since` maps components to the epoch they were (re)started: a heartbeat older than that belongs
+    to a previous, killed process whose job row still looks alive for a while.
+    """
+    status, body = http_json("GET", f"{env['AIRFLOW_API_URL']}/api/v2/monitor/health", timeout=5)
+    result = {c: False for c in AIRFLOW_COMPONENTS}
+    if status != 200:
+        return result, f"GET /api/v2/monitor/health returned {status or 'no answer'}"
+    db_ok = (body.get("metadatabase") or {}).get("status") == "healthy"
+    result["api-server"] = db_ok
+    for comp, key in AIRFLOW_HEALTH_KEYS.items():
+        info = body.get(key) or {}
+        ok = db_ok and info.get("status") == "healthy"
+        if ok and since and comp in since:
+            beat = info.get(f"latest_{key}_heartbeat")
+            ok = bool(beat) and datetime.fromisoformat(beat).timestamp() >= since[comp] - 1
+        result[comp] = ok
+    return result, json.dumps(body)
+
+
+def password_file(env: dict) -> Path:
+    return Path(env["AIRFLOW_HOME"]) / PASSWORD_FILE_NAME
+
+
+def airflow_password(env: dict) -> str | None:
+    try:
+        return json.loads(password_file(env).read_text()).get(env.get("AIRFLOW_ADMIN_USER") or "admin")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def airflow_token(env: dict, password: str | None = None) -> str:
+    """A JWT for the Airflow REST API as the admin user (POST /auth/token)."""
+    user = env.get("AIRFLOW_ADMIN_USER") or "admin"
+    password = password if password is not None else airflow_password(env)
+    if password is None:
+        raise StackError(f"no generated Airflow password in {password_file(env)} (is the stack up?)")
+    status, body = http_json("POST", f"{env['AIRFLOW_API_URL']}/auth/token",
+                             {"username": user, "password": password})
+    if status not in (200, 201) or "access_token" not in body:
+        raise StackError(f"Airflow /auth/token refused user {user!r}: HTTP {status} {body}")
+    return body["access_token"]

@@ -1,0 +1,141 @@
+"""What runs: the command line, folder, ports and environment of each service.
+
+SeaweedFS (`weed mini`: master, volume, filer, S3), the MLflow server and Airflow's four
+components, all from the project's virtual environments and bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from scripts.devstack.env import (
+    AIRFLOW_COMPONENTS, AIRFLOW_VENV, FIXED_GRPC, GRPC_OFFSET, JOBS_VENV, LOOPBACK, SEAWEEDFS_PORTS,
+    SERVICE_NAMES, StackError, grpc_var,
+)
+from scripts.devstack.processes import Service, dirs
+
+
+def _socket_path(env: dict, name: str) -> str:
+    path = dirs(env)["run"] / f"{name}.sock"
+    if len(str(path)) < 100:  # AF_UNIX path limit is 108 bytes
+        return str(path)
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    return f"/tmp/lakehouse-{digest}-{name}.sock"
+
+
+def remove_sockets(env: dict) -> None:
+    """SeaweedFS leaves its unix sockets behind on exit."""
+    for name in ("seaweedfs-filer", "seaweedfs-s3"):
+        Path(_socket_path(env, name)).unlink(missing_ok=True)
+
+
+def seaweedfs_service(env: dict) -> Service:
+    d = dirs(env)
+    port = {name: int(env[var]) for name, (var, _) in SEAWEEDFS_PORTS.items()}
+    grpc = {name: port[name] + GRPC_OFFSET if name in FIXED_GRPC else int(env[grpc_var(name)])
+            for name in SEAWEEDFS_PORTS}
+    iceberg = int(env.get("SEAWEEDFS_ICEBERG_PORT") or 0)
+    argv = [
+        str(JOBS_VENV / "bin" / "weed"), "mini",
+        f"-dir={d['seaweedfs'] / 'data'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        f"-s3.config={d['seaweedfs'] / 's3.json'}",
+        f"-s3.port={port['s3']}", f"-s3.port.grpc={grpc['s3']}",
+        f"-s3.port.iceberg={iceberg}", "-s3.port.lance=0",
+        f"-master.port={port['master']}", f"-master.port.grpc={grpc['master']}",
+        f"-volume.port={port['volume']}", f"-volume.port.grpc={grpc['volume']}",
+        f"-filer.port={port['filer']}", f"-filer.port.grpc={grpc['filer']}",
+        f"-admin.port={port['admin']}", f"-admin.port.grpc={grpc['admin']}",
+        "-admin.ui=false", f"-admin.dataDir={d['seaweedfs'] / 'admin'}",
+        "-webdav=false", "-master.telemetry=false",
+        f"-filer.localSocket={_socket_path(env, 'seaweedfs-filer')}",
+        f"-s3.localSocket={_socket_path(env, 'seaweedfs-s3')}",
+    ]
+    ports = [(var, port[n]) for n, (var, _) in SEAWEEDFS_PORTS.items()]
+    ports += [(f"SEAWEEDFS_ADMIN_PORT + {GRPC_OFFSET}" if n in FIXED_GRPC else grpc_var(n), grpc[n])
+              for n in SEAWEEDFS_PORTS]
+    if iceberg:
+        ports.append(("SEAWEEDFS_ICEBERG_PORT", iceberg))
+    for var, p in ports:
+        if not 0 < p < 65536:
+            raise StackError(f"{var}={p} is not a valid port")
+    return Service("seaweedfs", "seaweedfs", argv, d["seaweedfs"], ports)
+
+
+def write_s3_identities(env: dict) -> Path:
+    """One identity with the .env keys: with any identity configured, SeaweedFS refuses anonymous calls."""
+    path = dirs(env)["seaweedfs"] / "s3.json"
+    config = {"identities": [{
+        "name": "lakehouse",
+        "credentials": [{"accessKey": env["AWS_ACCESS_KEY_ID"], "secretKey": env["AWS_SECRET_ACCESS_KEY"]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(config, fh, indent=2)
+    os.chmod(path, 0o600)
+    return path
+
+
+def mlflow_service(env: dict) -> Service:
+    d = dirs(env)
+    port = env["MLFLOW_PORT"]
+    argv = [
+        str(JOBS_VENV / "bin" / "mlflow"), "server",
+        "--host", LOOPBACK, "--port", port, "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{d['mlflow'] / 'mlflow.db'}",
+        "--artifacts-destination", env["MLFLOW_ARTIFACTS_DESTINATION"],
+        "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port},{LOOPBACK},localhost",
+    ]
+    # Job execution (GenAI scorers) spawns extra huey workers we do not use.
+    extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return Service("mlflow", "mlflow", argv, d["mlflow"], [("MLFLOW_PORT", int(port))], extra)
+
+
+def airflow_services(env: dict) -> list[Service]:
+    d = dirs(env)
+    airflow = str(AIRFLOW_VENV / "bin" / "airflow")
+    # Airflow's venv first; the jobs venv after it so a bare `spark-submit` resolves to full pyspark.
+    path = os.pathsep.join([str(AIRFLOW_VENV / "bin"), str(JOBS_VENV / "bin"),
+                            str(Path(env["JAVA_HOME"]) / "bin"), os.environ.get("PATH", "/usr/bin:/bin")])
+    extra = {"PATH": path}
+    port = int(env["AIRFLOW_API_PORT"])
+    argvs = {
+        "api-server": [airflow, "api-server", "--host", LOOPBACK, "--port", str(port),
+                       "--workers", env.get("AIRFLOW__API__WORKERS") or "1"],
+        # --skip-serve-logs: the log server binds every interface; logs are read from local files here.
+        "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+        "dag-processor": [airflow, "dag-processor"],
+        "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
+    }
+    return [Service(f"airflow-{c}", "airflow", argvs[c], d["airflow"],
+                    [("AIRFLOW_API_PORT", port)] if c == "api-server" else [], extra)
+            for c in AIRFLOW_COMPONENTS]
+
+
+def all_services(env: dict) -> list[Service]:
+    return [seaweedfs_service(env), mlflow_service(env), *airflow_services(env)]
+
+
+def parse_services(names: list[str] | str | None) -> list[str]:
+    """Validated service names in start order; empty or None means all of them."""
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = [n.strip().lower() for n in (names or []) if n.strip()]
+    unknown = sorted(set(wanted) - set(SERVICE_NAMES))
+    if unknown:
+        raise StackError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICE_NAMES)}")
+    return [n for n in SERVICE_NAMES if n in wanted] if wanted else list(SERVICE_NAMES)
+
+
+def selected_services() -> list[str]:
+    """What `up` starts and `status` judges: LAKEHOUSE_SERVICES, default all."""
+    return parse_services(os.environ.get("LAKEHOUSE_SERVICES"))
+
+
+def service_processes(env: dict, name: str) -> list[str]:
+    """Process names (pid files) of one service of SERVICE_NAMES."""
+    return [s.name for s in airflow_services(env)] if name == "airflow" else [name]
