@@ -174,6 +174,8 @@ def _airflow_settings(v: dict[str, str], home: Path, overrides: dict[str, str]) 
         "AIRFLOW_API_URL": api_url,
         "AIRFLOW__CORE__DAGS_FOLDER": str(_repo_path(_knob("LAKEHOUSE_DAGS_FOLDER", overrides) or "dags")),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        # The DAGs and the plugin import the shared names from jobs.contract (stdlib only).
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{af_home}/airflow.db",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-import make_env
+from scripts.devstack import dotenv
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose-mlops.yml"
@@ -159,15 +159,15 @@ def raw() -> dict:
 
 @pytest.fixture(scope="module")
 def example_env() -> dict[str, str]:
-    return make_env.read_env_file(ENV_EXAMPLE)
+    return dotenv.read_env_file(ENV_EXAMPLE)
 
 
 @pytest.fixture(scope="module")
 def generated_env(tmp_path_factory) -> dict[str, str]:
     """The .env an operator gets from `make env` (secrets filled), before editing production rows."""
     path = tmp_path_factory.mktemp("env") / ".env"
-    make_env.ensure_env(path, ENV_EXAMPLE, log=lambda msg: None)
-    return make_env.read_env_file(path)
+    dotenv.ensure_env(path, ENV_EXAMPLE, log=lambda msg: None)
+    return dotenv.read_env_file(path)
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +307,7 @@ def test_no_literal_secrets(raw, example_env):
         for name, op in references(s):
             if SECRET_NAME.search(name) and not optional.match(s):
                 assert op in (":?", "?"), f"{name} is referenced with {op or 'no guard'} in {s!r}"
-                assert example_env[name].startswith(make_env.PLACEHOLDER), name
+                assert example_env[name].startswith(dotenv.PLACEHOLDER), name
 
 
 def test_make_env_generates_url_safe_passwords(generated_env, compose, raw):

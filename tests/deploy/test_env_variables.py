@@ -26,11 +26,12 @@ _ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", re.M
 
 # Set by the tools themselves, not by this project's configuration: read, never documented.
 SET_BY_TOOLS = {
-    "JAVA_HOME",  # the JDK install (the image sets it; scripts/stack.py detects it when unset)
-    "PATH",  # the shell's; scripts/stack.py puts Java's bin/ in front of it for Airflow
+    "JAVA_HOME",  # the JDK install (the image sets it; scripts/devstack detects it when unset)
+    "PATH",  # the shell's; scripts/devstack puts Java's bin/ in front of it for Airflow
+    "PYTHONPATH",  # the caller's; the embedded stack puts the repository root in front of it
     "AIRFLOW_USER_HOME_DIR",  # set by the apache/airflow base image, used in the Dockerfile
 }
-# Documented, and read under a name derived at run time rather than spelled out: scripts/stack.py
+# Documented, and read under a name derived at run time rather than spelled out: scripts/devstack/env.py
 # grpc_var() turns SEAWEEDFS_<SERVICE>_PORT into SEAWEEDFS_<SERVICE>_GRPC_PORT.
 DERIVED = {"SEAWEEDFS_S3_GRPC_PORT": "SEAWEEDFS_S3_PORT",
            "SEAWEEDFS_MASTER_GRPC_PORT": "SEAWEEDFS_MASTER_PORT",
@@ -88,7 +89,7 @@ def test_the_scanner_sees_every_kind_of_read():
     assert "plugins/lakehouse_mlops/config.py" in read["SPARK_SUBMIT_BINARY"]  # env("...")
     assert "jobs/contract.py" in read["MLFLOW_HTTP_REQUEST_TIMEOUT"]  # env() inside os.environ[...] = ...
     assert "docker-compose-mlops.yml" in read["MLOPS_SPARK_MASTER"]  # ${VAR:-default}
-    assert "scripts/stack.py" in read["LAKEHOUSE_ENV_FILE"]  # _knob("...")
+    assert "scripts/devstack/env.py" in read["LAKEHOUSE_ENV_FILE"]  # _knob("...")
     assert "bench/run.py" in read["BENCH_REPEATS"]  # _env_int("...")
     assert "AIRFLOW_USER_HOME_DIR" in read and "ICEBERG_VERSION" not in read  # Dockerfile, ARGs excluded
     assert "VAR" not in read  # a ${VAR} in a compose comment is no read
