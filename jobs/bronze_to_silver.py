@@ -11,7 +11,8 @@ from jobs.lakehouse import (
     BRONZE, QUARANTINE, SILVER, gates_enabled, quality_gate, read_date, replace_date_partition, stage_cli,
 )
 from jobs.transforms.quality import columns_to_profile, shares
-from jobs.transforms.silver import REASONS, split_valid, standardize, with_reject_reason
+from jobs.schema import REASONS
+from jobs.transforms.silver import split_valid, standardize, with_reject_reason
 
 
 def batch_counts(checked, layer_rules: dict | None):

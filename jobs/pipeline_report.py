@@ -17,7 +17,7 @@ from jobs.lakehouse import STAGES
 from jobs.model_training import ROC_ARTIFACT
 from jobs.report import write_report
 from jobs.transforms.drift import psi_band
-from jobs.transforms.silver import REASONS
+from jobs.schema import REASONS
 
 REPORT_DIR = "report"
 

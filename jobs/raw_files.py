@@ -19,8 +19,6 @@ FORMATS = {
     ".csv": "csv", ".csv.gz": "csv", ".txt": "csv",
     ".jsonl": "json", ".ndjson": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
 }
-# Reason codes of files set aside whole.
-FILE_REASONS = ("unsupported_format", "empty_file", "unreadable", "missing_columns")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import sys
 from functools import reduce
 
 from jobs.lakehouse import BRONZE, QUARANTINE_FILES, recent_partition_rows, stage_cli
-from jobs.raw_files import FILE_REASONS, FileRejection, LoadedFile, list_raw_files, read_raw_file
+from jobs.raw_files import FileRejection, LoadedFile, list_raw_files, read_raw_file
+from jobs.schema import FILE_REASONS, RAW_COLUMNS
 from jobs.transforms.bronze import CORRUPT, to_bronze
 
 
@@ -105,8 +106,6 @@ def run(spark, settings, ctx, tracker) -> None:
 
 
 def _empty_canonical(spark):
-    from jobs.transforms.bronze import RAW_COLUMNS
-
     cols = [*RAW_COLUMNS, "_extra", CORRUPT, "_source_file", "_source_format"]
     return spark.createDataFrame([], ", ".join(f"`{c}` string" for c in cols))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs.transforms.features import FEATURE_COLUMNS, LABEL
+from jobs.schema import FEATURE_COLUMNS, LABEL
 
 DEFAULT_PARAMS = {"max_iter": 150, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 200,
                   "l2_regularization": 1.0, "random_state": 7}
