@@ -3,7 +3,7 @@
 The same logic as the Spark stages, written once more in SQL so the benchmark can say how far
 Spark on one machine is from a single-process engine on the same input:
 
-* Bronze (``jobs/raw_to_bronze.py`` for a Parquet delivery): every column as delivered text plus
+* Bronze (``jobs/stages/raw_to_bronze.py`` for a Parquet delivery): every column as delivered text plus
   provenance, written to Parquet (zstd).
 * Silver (``jobs/transforms/silver.py``): parse the text, derive contract attributes from the id,
   the reject rules in ``REASONS`` order (first match wins), then ``duplicate`` among good rows;
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trade-date", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     args = parser.parse_args(argv)
-    from jobs.lakehouse import Settings
+    from jobs.lakehouse.settings import Settings
 
     rules = Settings.from_env().row_rules()  # PIPELINE_TIMEZONE, TRADING_SESSION, KNOWN_UNDERLYINGS
     result = run_reference(args.raw, args.out, args.trade_date, timezone=rules.timezone,

@@ -206,7 +206,8 @@ def collect_summary(env: dict, runs: dict[str, str]) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.lakehouse import ALL_TABLES, CHAMPION, Settings
+    from jobs.contract import ALL_TABLES, CHAMPION
+    from jobs.lakehouse.settings import Settings
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = MlflowClient()
@@ -334,7 +335,7 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
 
 
 def generate_raw(env: dict, dates: list[dt.date], ticks: int, regime: float = 1.0) -> None:
-    from jobs.generate_raw_ticks import main as generate
+    from jobs.synthetic.raw_ticks import main as generate
 
     generate(["--dates", ",".join(d.isoformat() for d in dates), "--ticks", str(ticks),
               "--out", env["RAW_TICKS_PATH"], "--regime", str(regime)])
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     messy = {dt.date.fromisoformat(d.strip()) for d in (env.get("DEMO_MESSY_DATES") or default_messy).split(",")
              if d.strip()}
     for d in sorted(messy & set(dates)):
-        from jobs import generate_messy_delivery
+        from jobs.synthetic import messy_delivery as generate_messy_delivery
 
         generate_messy_delivery.write(env["RAW_TICKS_PATH"], d)
         print(f"    {d}: plus a messy second vendor delivery (CSV, JSON lines, a truncated Parquet file, "

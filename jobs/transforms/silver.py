@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from jobs.contract import BRONZE_TO_SILVER
 from jobs.schema import CONTRACT_ID_PATTERN, RAW_COLUMNS, REASONS, SILVER_COLUMNS  # noqa: F401  (REASONS: the rule order below)
 from jobs.schema import RAW_TYPES as _TYPES
 from jobs.transforms.bronze import CORRUPT
@@ -138,7 +139,7 @@ def split_valid(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
     typed = F.to_json(F.struct(*[F.col(c) for c in RAW_COLUMNS]))
     bad = checked.filter(F.col("reject_reason").isNotNull()).select(
         "trade_date",
-        F.lit("bronze_to_silver").alias("stage"),
+        F.lit(BRONZE_TO_SILVER).alias("stage"),
         "reject_reason",
         "reject_detail",
         "_source_file",
