@@ -55,7 +55,7 @@ backfill: ## Rerun ml_pipeline for trade dates FROM..TO (YYYY-MM-DD, both includ
 	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/backfill.py --from $(FROM) --to $(TO) $(BACKFILL_ARGS)
 
 rollback: ## Serve the previous model again: swap the champion and previous aliases
-	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.rollback_champion
+	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.ops.rollback_champion
 
 lint: ## Ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, Airflow AIR rules; pyproject.toml)
 	@test -x $(JOBS_VENV)/bin/ruff || { echo "ruff is installed by make deps (in $(JOBS_VENV))"; exit 2; }

@@ -3,7 +3,7 @@
 The same logic as the Spark stages, written once more in SQL so the benchmark can say how far
 Spark on one machine is from a single-process engine on the same input:
 
-* Bronze (``jobs/raw_to_bronze.py`` for a Parquet delivery): every column as delivered text plus
+* Bronze (``jobs/stages/raw_to_bronze.py`` for a Parquet delivery): every column as delivered text plus
   provenance, written to Parquet (zstd).
 * Silver (``jobs/transforms/silver.py``): parse the text, derive contract attributes from the id,
   the reject rules in ``REASONS`` order (first match wins), then ``duplicate`` among good rows;
@@ -25,37 +25,14 @@ import datetime as dt
 import glob
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# The shapes come from jobs/schema.py, the one list the Spark transforms use as well.
+from jobs.schema import BAR_KEYS, CONTRACT_ID_PATTERN, RAW_COLUMNS, REASONS, SILVER_COLUMNS
+from jobs.schema import RAW_TYPES as TYPES
 
-# Kept in step with jobs/transforms/{bronze,silver,gold}.py (tests/jobs/test_bench_reference.py checks).
-RAW_COLUMNS = (
-    "exchange_ts", "seq_no", "contract_id", "underlying", "option_type", "strike", "expiry",
-    "underlying_price", "bid", "ask", "last", "bid_size", "ask_size", "last_size",
-)
-TYPES = {
-    "exchange_ts": "timestamp", "seq_no": "bigint", "contract_id": "string", "underlying": "string",
-    "option_type": "string", "strike": "double", "expiry": "date", "underlying_price": "double",
-    "bid": "double", "ask": "double", "last": "double", "bid_size": "int", "ask_size": "int",
-    "last_size": "int",
-}
-REASONS = (
-    "malformed_record", "bad_type", "null_key", "unknown_contract", "missing_price", "non_positive_price",
-    "crossed_quote", "future_timestamp", "wrong_timezone", "outside_trade_date", "outside_session", "duplicate",
-)
-SILVER_COLUMNS = (
-    "trade_date", "exchange_ts", "seq_no", "contract_id", "underlying", "option_type", "strike",
-    "expiry", "underlying_price", "bid", "ask", "last", "bid_size", "ask_size", "last_size",
-    "mid", "spread", "_source_file", "_ingested_at",
-)
-CONTRACT_ID_PATTERN = r"^([A-Z0-9]+)-(\d{8})-([CP])-(\d+(?:\.\d+)?)$"
-BAR_KEYS = ("trade_date", "contract_id", "option_type", "strike", "expiry", "bar_ts")
 GOLD_VALUES = ("open", "high", "low", "close", "mid_close", "spread_mean", "vwap", "underlying_close")
 GOLD_COUNTS = ("volume", "bid_size_sum", "ask_size_sum", "tick_count")
 _DUCK_TYPES = {"bigint": "BIGINT", "int": "INTEGER", "double": "DOUBLE", "date": "DATE",
@@ -345,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trade-date", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     args = parser.parse_args(argv)
-    from jobs.lakehouse import Settings
+    from jobs.lakehouse.settings import Settings
 
     rules = Settings.from_env().row_rules()  # PIPELINE_TIMEZONE, TRADING_SESSION, KNOWN_UNDERLYINGS
     result = run_reference(args.raw, args.out, args.trade_date, timezone=rules.timezone,

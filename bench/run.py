@@ -9,11 +9,11 @@ One run on this machine:
 2. starts one SparkSession (local[*], the embedded run's driver memory and shuffle partitions) and
    calls each stage's ``run(spark, settings, ctx, tracker)`` in-process: raw_to_bronze,
    bronze_to_silver, silver_to_gold, feature_engineering, model_training;
-   * "on": MLflow parent run + one child run per stage (``jobs.lakehouse.stage_run``), quality
+   * "on": MLflow parent run + one child run per stage (``jobs.lakehouse.tracking.stage_run``), quality
      gates enforced, model_training.run as deployed (sweep with nested runs, figures, model
      logged to S3 and registered);
    * "off": ``NullTracker``, ``QUALITY_GATES=off``, and for training the same computation without
-     MLflow (snapshot read, split, sweep, final fit, holdout and train evaluation) - the figures,
+     MLflow (snapshot read and ``jobs.ml.modeling.fit``: split, sweep, final fit, both evaluations) - the figures,
      ROC points, dataset inputs and model upload exist only to be logged, so they are tracking cost;
    on and off alternate in every repeat (on/off, off/on, ...) to cancel drift of the machine;
 3. runs ``bench/duckdb_reference.py`` (the same Bronze → Gold logic in DuckDB, in its own process)
@@ -34,17 +34,15 @@ import contextlib
 import dataclasses
 import datetime as dt
 import gc
+import importlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -52,19 +50,19 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/run.py` as well as `python -m bench.run`
     sys.path.insert(0, str(REPO))
 
+from bench.sampler import Sampler, log, machine_info  # noqa: E402
+from bench.summary import STAGES, label, print_table, summarize  # noqa: E402
+from jobs.contract import (  # noqa: E402
+    BRONZE, BRONZE_TO_SILVER, FEATURE_ENGINEERING, FEATURES, GOLD, MODEL_TRAINING, QUARANTINE, RAW_TO_BRONZE,
+    ROLE_DAG_RUN, SILVER, SILVER_TO_GOLD, TAG_ROLE, TAG_TRADE_DATE,
+)
+
 TRADE_DATE = dt.date(2026, 3, 3)   # a Tuesday in the past: no tick is later than the ingestion time
-STAGES = ("raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering", "model_training")
-BRONZE_TO_GOLD = STAGES[:3]
 WARMUP_TICKS = 200_000
-TARGETS = {"tracking_overhead_ratio": 1.05, "scaling_ratio_10x": 6.0, "duckdb_ratio": 3.0, "stack_rss_mb": 2560.0}
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
-# Configuration and machine
+# Configuration
 # --------------------------------------------------------------------------------------------------
 
 def parse_size(text: str) -> int:
@@ -76,13 +74,6 @@ def parse_size(text: str) -> int:
         raise ValueError(f"size {text!r} is too small for a one-minute-bar model (at least 10k ticks)")
     return int(value)
 
-
-def label(n: int) -> str:
-    if n % 1_000_000 == 0:
-        return f"{n // 1_000_000}M"
-    if n % 1000 == 0:
-        return f"{n // 1000}k"
-    return str(n)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -107,229 +98,28 @@ def bench_config() -> dict:
     }
 
 
-def _first_match(path: str, pattern: str) -> str | None:
-    try:
-        for line in Path(path).read_text().splitlines():
-            m = re.match(pattern, line)
-            if m:
-                return m.group(1).strip()
-    except OSError:
-        pass
-    return None
-
-
-def machine_info(java_home: str) -> dict:
-    import duckdb
-    import mlflow
-    import pyspark
-
-    java = Path(java_home) / "bin" / "java" if java_home else "java"
-    try:
-        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30)
-        java_version = (out.stderr or out.stdout).splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        java_version = "unknown"
-    mem_kb = _first_match("/proc/meminfo", r"MemTotal:\s+(\d+)")
-    return {
-        "cpu_model": _first_match("/proc/cpuinfo", r"model name\s*:\s*(.*)") or platform.processor(),
-        "cpus": os.cpu_count(),
-        "ram_gib": round(int(mem_kb) / 1024 / 1024, 1) if mem_kb else None,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "pyspark": pyspark.__version__,
-        "java": java_version,
-        "mlflow": mlflow.__version__,
-        "duckdb": duckdb.__version__,
-        "loadavg_at_start": [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]],
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Memory and CPU sampling
-# --------------------------------------------------------------------------------------------------
-
-_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (ppid, session id, utime + stime ticks) of every live process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2:].split()
-        if fields[0] == "Z":
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[3]), int(fields[11]) + int(fields[12]))
-    return table
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _pss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
-
-
-def _descendants(table: dict, root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table and pid not in out:
-            out.add(pid)
-            todo.extend(children.get(pid, ()))
-    return out
-
-
-class Sampler(threading.Thread):
-    """Peak RSS per component and in total, plus CPU used by processes that are not ours.
-
-    Components: each stack service's whole process session (as `stack.py status` counts it), the
-    Spark driver JVM with its children, and the driver's Python process (this one: PySpark client,
-    pandas/scikit-learn training, MLflow client). The generator and DuckDB run in child processes
-    of their own, counted apart (``reference_processes``), not in the stack total.
-    """
-
-    def __init__(self, interval: float, services: dict[str, list[int]], jvm_pid: int, pss_every: int = 4):
-        super().__init__(daemon=True, name="bench-sampler")
-        self.interval = interval
-        self.services = services            # component -> session leader pids
-        self.jvm_pid = jvm_pid
-        self.me = os.getpid()
-        self.pss_every = pss_every
-        self.phase = "startup"
-        self._stop_event = threading.Event()
-        self.samples = 0
-        self.peak_total_kb = 0
-        self.peak_at: dict = {}
-        self.peak_component_kb: dict[str, int] = {}
-        self.peak_pss_total_kb = 0
-        self.peak_pss_component_kb: dict[str, int] = {}
-        self.peak_by_phase_kb: dict[str, int] = {}
-        self.peak_reference_kb = 0
-        self.cpu_ticks = {"ours": 0, "others": 0}
-        self._last_cpu: dict[int, int] = {}
-        self.started_at = self.stopped_at = None
-
-    def groups(self, table: dict) -> tuple[dict[str, set[int]], set[int]]:
-        by_sid: dict[int, set[int]] = {}
-        for pid, (_, sid, _) in table.items():
-            by_sid.setdefault(sid, set()).add(pid)
-        groups = {name: set().union(*(by_sid.get(s, set()) for s in sids)) for name, sids in self.services.items()}
-        jvm = _descendants(table, self.jvm_pid)
-        groups["spark_driver_jvm"] = jvm
-        groups["spark_driver_python"] = {self.me}
-        reference = _descendants(table, self.me) - jvm - {self.me}
-        return groups, reference
-
-    def sample(self) -> None:
-        table = _proc_table()
-        groups, reference = self.groups(table)
-        per = {name: sum(_rss_kb(p) for p in pids) for name, pids in groups.items()}
-        total = sum(per.values())
-        for name, kb in per.items():
-            self.peak_component_kb[name] = max(self.peak_component_kb.get(name, 0), kb)
-        if total > self.peak_total_kb:
-            self.peak_total_kb = total
-            self.peak_at = {"phase": self.phase, "components_mb": {k: round(v / 1024) for k, v in per.items()}}
-        self.peak_by_phase_kb[self.phase] = max(self.peak_by_phase_kb.get(self.phase, 0), total)
-        self.peak_reference_kb = max(self.peak_reference_kb, sum(_rss_kb(p) for p in reference))
-        if self.samples % self.pss_every == 0:
-            pss = {name: sum(_pss_kb(p) for p in pids) for name, pids in groups.items()}
-            self.peak_pss_total_kb = max(self.peak_pss_total_kb, sum(pss.values()))
-            for name, kb in pss.items():
-                self.peak_pss_component_kb[name] = max(self.peak_pss_component_kb.get(name, 0), kb)
-        ours = set().union(*groups.values(), reference)
-        cpu = {pid: t for pid, (_, _, t) in table.items()}
-        if self._last_cpu:
-            for pid, ticks in cpu.items():
-                delta = ticks - self._last_cpu.get(pid, 0)
-                self.cpu_ticks["ours" if pid in ours else "others"] += max(delta, 0)
-        self._last_cpu = cpu
-        self.samples += 1
-
-    def run(self) -> None:
-        self.started_at = time.monotonic()
-        while not self._stop_event.is_set():
-            try:
-                self.sample()
-            except Exception as exc:  # never let sampling break the benchmark
-                log(f"sampler: {type(exc).__name__}: {exc}")
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-        self.stopped_at = time.monotonic()
-
-    def report(self) -> dict:
-        wall = (self.stopped_at or time.monotonic()) - (self.started_at or time.monotonic())
-        cpus = os.cpu_count() or 1
-        mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
-        return {
-            "peak_rss_mb": mb(self.peak_total_kb),
-            "peak_rss_mb_by_component": {k: mb(v) for k, v in self.peak_component_kb.items()},
-            "peak_rss_components_at_peak_mb": self.peak_at.get("components_mb", {}),
-            "peak_rss_phase": self.peak_at.get("phase"),
-            "peak_rss_mb_by_phase": {k: mb(v) for k, v in self.peak_by_phase_kb.items()},
-            "peak_pss_mb": mb(self.peak_pss_total_kb),
-            "peak_pss_mb_by_component": {k: mb(v) for k, v in self.peak_pss_component_kb.items()},
-            "reference_processes_peak_rss_mb": mb(self.peak_reference_kb),
-            "samples": self.samples,
-            "interval_s": self.interval,
-            "sampled_wall_s": round(wall, 1),
-            "cpu_s_ours": round(self.cpu_ticks["ours"] / _CLK, 1),
-            "cpu_s_other_processes": round(self.cpu_ticks["others"] / _CLK, 1),
-            "other_processes_cpu_share": round(self.cpu_ticks["others"] / _CLK / (wall * cpus), 3) if wall else None,
-        }
-
 
 # --------------------------------------------------------------------------------------------------
 # The pipeline, in-process
 # --------------------------------------------------------------------------------------------------
 
 def train_untracked(spark, settings, ctx) -> int:
-    """model_training.run's computation without MLflow: what training costs with tracking off."""
-    from jobs import model_training as mt
-    from jobs.lakehouse import FEATURES, current_snapshot
-    from jobs.transforms.modeling import best_candidate, evaluate, sweep, time_split, train_classifier
+    """model_training.run's computation without MLflow (``fit``): what training costs with tracking off."""
+    from jobs.lakehouse.registry import HOLDOUT_FRACTION, load_training_frame
+    from jobs.lakehouse.tables import current_snapshot
+    from jobs.ml.modeling import fit
 
     snap = current_snapshot(spark, settings.table(FEATURES))
-    frame = mt.load_training_frame(spark, settings, snap.snapshot_id, ctx.trade_date, mt.lookback_days())
-    split = time_split(frame, mt.HOLDOUT_FRACTION)
-    best = best_candidate(sweep(split.train))
-    model = train_classifier(split.train, best.params)
-    evaluate(model, split.holdout)
-    evaluate(model, split.train)
+    frame = load_training_frame(spark, settings, snap.snapshot_id, ctx.trade_date, settings.training_lookback_days)
+    fit(frame, HOLDOUT_FRACTION)
     return len(frame)
 
 
 def run_pipeline(spark, settings, tracked: bool, tag: str) -> dict[str, float]:
     """Every stage once for TRADE_DATE; seconds per stage and for the whole pipeline."""
-    from jobs import bronze_to_silver, feature_engineering, model_training, raw_to_bronze, silver_to_gold
-    from jobs.lakehouse import NullTracker, RunContext, mlflow_experiment_id, stage_run
+    from jobs.lakehouse.tracking import NullTracker, RunContext, mlflow_experiment_id, stage_run
 
-    modules = {"raw_to_bronze": raw_to_bronze, "bronze_to_silver": bronze_to_silver,
-               "silver_to_gold": silver_to_gold, "feature_engineering": feature_engineering,
-               "model_training": model_training}
+    modules = {name: importlib.import_module(f"jobs.stages.{name}") for name in STAGES}
     seconds: dict[str, float] = {}
     gc.collect()
     started = time.perf_counter()
@@ -339,7 +129,7 @@ def run_pipeline(spark, settings, tracked: bool, tag: str) -> dict[str, float]:
 
         client = MlflowClient()
         parent = client.create_run(mlflow_experiment_id(settings), run_name=f"bench {tag}",
-                                   tags={"pipeline.role": "dag_run", "pipeline.trade_date": TRADE_DATE.isoformat(),
+                                   tags={TAG_ROLE: ROLE_DAG_RUN, TAG_TRADE_DATE: TRADE_DATE.isoformat(),
                                          "bench": tag}).info.run_id
     for name in STAGES:
         ctx = RunContext(stage=name, trade_date=TRADE_DATE, parent_run_id=parent)
@@ -349,7 +139,7 @@ def run_pipeline(spark, settings, tracked: bool, tag: str) -> dict[str, float]:
             if tracked:
                 with stage_run(ctx, settings) as tracker:
                     modules[name].run(spark, settings, ctx, tracker)
-            elif name == "model_training":
+            elif name == MODEL_TRAINING:
                 train_untracked(spark, settings, ctx)
             else:
                 modules[name].run(spark, settings, ctx, NullTracker())
@@ -380,138 +170,9 @@ def run_duckdb(raw_dir: Path, out_dir: Path, tag: str) -> dict:
 
 def generate(n: int, root: Path) -> tuple[Path, float]:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "jobs.generate_raw_ticks", "--dates", TRADE_DATE.isoformat(),
+    subprocess.run([sys.executable, "-m", "jobs.synthetic.raw_ticks", "--dates", TRADE_DATE.isoformat(),
                     "--ticks", str(n), "--out", str(root)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return root / f"trade_date={TRADE_DATE.isoformat()}", time.perf_counter() - t
-
-
-# --------------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------------
-
-def stats(values: list[float]) -> dict:
-    med = statistics.median(values)
-    return {"median": round(med, 3), "min": round(min(values), 3), "max": round(max(values), 3),
-            "spread_pct": round((max(values) - min(values)) / med * 100, 1) if med else None,
-            "runs": [round(v, 3) for v in values]}
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
-
-
-def summarize(cfg: dict, runs: dict, duck: dict, rows: dict, gold: dict, memory: dict, machine: dict,
-              extra: dict) -> dict:
-    sizes = cfg["sizes"]
-    per_size: dict[str, dict] = {}
-    for n in sizes:
-        lab = label(n)
-        entry: dict = {"ticks": n, "rows_in": rows[n]}
-        for variant in ("on", "off"):
-            samples = runs[n][variant]
-            entry[variant] = {key: stats([s[key] for s in samples]) for key in (*STAGES, "pipeline")}
-            entry[variant]["bronze_to_gold"] = stats([sum(s[k] for k in BRONZE_TO_GOLD) for s in samples])
-            entry[variant]["throughput_rows_per_s"] = {
-                **{st: round(rows[n][st] / entry[variant][st]["median"]) for st in STAGES},
-                "pipeline_ticks": round(n / entry[variant]["pipeline"]["median"]),
-            }
-        pairs = [a["pipeline"] / b["pipeline"] for a, b in zip(runs[n]["on"], runs[n]["off"])]
-        entry["tracking_overhead_ratio"] = ratio(entry["on"]["pipeline"]["median"], entry["off"]["pipeline"]["median"])
-        entry["tracking_overhead_ratio_paired_median"] = round(statistics.median(pairs), 3)
-        entry["tracking_overhead_ratio_by_stage"] = {
-            st: ratio(entry["on"][st]["median"], entry["off"][st]["median"]) for st in STAGES}
-        entry["duckdb"] = {key: stats([d["seconds"][key] for d in duck[n]])
-                           for key in ("bronze", "silver", "gold", "bronze_to_gold")}
-        entry["duckdb"]["rows"] = duck[n][-1]["rows"]
-        entry["duckdb"]["threads"] = duck[n][-1]["threads"]
-        entry["duckdb_ratio"] = ratio(entry["off"]["bronze_to_gold"]["median"],
-                                      entry["duckdb"]["bronze_to_gold"]["median"])
-        entry["duckdb_ratio_tracking_on"] = ratio(entry["on"]["bronze_to_gold"]["median"],
-                                                  entry["duckdb"]["bronze_to_gold"]["median"])
-        entry["gold_check"] = gold[n]
-        per_size[lab] = entry
-
-    largest = sizes[-1]
-    big = per_size[label(largest)]
-    scaling = scaling_off = None
-    if largest // 10 in sizes and largest % 10 == 0:
-        small = per_size[label(largest // 10)]
-        scaling = ratio(big["on"]["pipeline"]["median"], small["on"]["pipeline"]["median"])
-        scaling_off = ratio(big["off"]["pipeline"]["median"], small["off"]["pipeline"]["median"])
-    headline = {
-        "tracking_overhead_ratio": big["tracking_overhead_ratio"],
-        "scaling_ratio_10x": scaling,
-        "duckdb_ratio": big["duckdb_ratio"],
-        "stack_rss_mb": round(memory["peak_rss_mb"]),
-    }
-    targets = {k: {"target": f"<= {TARGETS[k]:g}", "value": v, "met": (v is not None and v <= TARGETS[k])}
-               for k, v in headline.items()}
-    gold_ok = all(g["match"] for g in gold.values())
-    return {
-        **headline,
-        "gold_rows_match": gold_ok,
-        "targets": targets,
-        "machine": machine,
-        "generated_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "details": {
-            "definitions": {
-                "tracking_overhead_ratio": f"median whole-pipeline seconds with MLflow tracking and quality gates on / "
-                                           f"off, at {label(largest)} ticks (other sizes under sizes.*)",
-                "scaling_ratio_10x": f"median whole-pipeline seconds (tracking on) at {label(largest)} / "
-                                     f"{label(largest // 10)} ticks; scaling_ratio_10x_tracking_off beside it",
-                "duckdb_ratio": f"median Spark Bronze→Gold seconds (raw_to_bronze + bronze_to_silver + silver_to_gold, "
-                                f"tracking and gates off) / median DuckDB Bronze→Gold seconds, same RAW Parquet, "
-                                f"{label(largest)} ticks",
-                "stack_rss_mb": "peak of the summed resident memory (RSS, sampled together) of the embedded services' "
-                                "process sessions (SeaweedFS, MLflow" + (", Airflow idle with no DAGs" if cfg["airflow"]
-                                                                         else "") +
-                                ") + the Spark driver JVM + the driver's Python process, over the whole run; "
-                                "RSS counts pages shared by forked workers once per process, PSS does not",
-                "pipeline": "wall seconds of all five stages in one SparkSession (the MLflow parent run included "
-                            "when on); stage seconds include the stage's MLflow child run when on",
-                "training_off": "tracking off trains without MLflow: same snapshot read, split, 4-candidate sweep, "
-                                "final fit and holdout/train evaluation; the on variant is model_training.run as "
-                                "deployed (nested candidate runs, dataset inputs, figures, ROC points, model logged "
-                                "to S3 and registered)",
-                "throughput_rows_per_s": "stage input rows / median stage seconds (RAW ticks, Bronze, Silver, Gold, "
-                                         "feature rows for training); pipeline_ticks = RAW ticks / pipeline seconds",
-                "spread_pct": "(max - min) / median of the repeats",
-                "gold_check": "Gold bars of the Spark table vs DuckDB: same keys, same counts, prices within "
-                              "rel 1e-9; reject counts per reason compared as well",
-            },
-            "scaling_ratio_10x_tracking_off": scaling_off,
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items()},
-            **extra,
-            "memory": memory,
-            "sizes": per_size,
-        },
-    }
-
-
-def print_table(result: dict) -> None:
-    d = result["details"]
-    lines = []
-    for lab, e in d["sizes"].items():
-        lines.append(f"\n{lab} ticks (median of {len(e['on']['pipeline']['runs'])}; spread = (max-min)/median)")
-        lines.append(f"  {'stage':<20}{'on s':>9}{'spread':>8}{'off s':>9}{'spread':>8}{'on/off':>8}"
-                     f"{'rows/s on':>12}{'rows/s off':>12}")
-        for st in (*STAGES, "pipeline"):
-            on, off = e["on"][st], e["off"][st]
-            tp_on = e["on"]["throughput_rows_per_s"].get(st, e["on"]["throughput_rows_per_s"]["pipeline_ticks"])
-            tp_off = e["off"]["throughput_rows_per_s"].get(st, e["off"]["throughput_rows_per_s"]["pipeline_ticks"])
-            lines.append(f"  {st:<20}{on['median']:>9.1f}{on['spread_pct']:>7.0f}%{off['median']:>9.1f}"
-                         f"{off['spread_pct']:>7.0f}%{ratio(on['median'], off['median']):>8.2f}{tp_on:>12,}{tp_off:>12,}")
-        dk = e["duckdb"]["bronze_to_gold"]
-        lines.append(f"  Bronze→Gold: Spark off {e['off']['bronze_to_gold']['median']:.1f}s, DuckDB {dk['median']:.1f}s "
-                     f"(spread {dk['spread_pct']:.0f}%) → ratio {e['duckdb_ratio']}; Gold rows match: "
-                     f"{e['gold_check']['match']} ({e['gold_check']['rows_spark']} bars)")
-    lines.append("\nheadline                       value    target   met")
-    for key, t in result["targets"].items():
-        lines.append(f"  {key:<27}{str(t['value']):>9}{t['target']:>10}   {'yes' if t['met'] else 'NO'}")
-    m = d["memory"]
-    lines.append(f"  peak RSS by component (MB): {m['peak_rss_mb_by_component']}; peak PSS total {m['peak_pss_mb']} MB")
-    lines.append(f"  other processes used {m['other_processes_cpu_share']:.0%} of the machine's CPU during the run")
-    print("\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,8 +216,9 @@ def main() -> int:
                 raw[n], gen_seconds[label(n)] = generate(n, root / "raw" / label(n))
                 log(f"RAW {label(n)} ticks generated in {gen_seconds[label(n)]:.1f}s")
 
-            from jobs.lakehouse import GOLD, FEATURES, QUARANTINE, SILVER, BRONZE, Settings, partition_rows, spark_session
             from bench import duckdb_reference as ref
+            from jobs.lakehouse.settings import Settings
+            from jobs.lakehouse.tables import partition_rows, spark_session
 
             base = Settings.from_env()
             t = time.perf_counter()
@@ -604,11 +266,11 @@ def main() -> int:
                     duck[n].append(run_duckdb(raw[n], root / "duckdb" / lab, f"{lab} #{r + 1}"))
                 cfg_n = settings_for(ns, raw[n], False)
                 rows[n] = {
-                    "raw_to_bronze": n,
-                    "bronze_to_silver": partition_rows(spark, cfg_n.table(BRONZE), TRADE_DATE),
-                    "silver_to_gold": partition_rows(spark, cfg_n.table(SILVER), TRADE_DATE),
-                    "feature_engineering": partition_rows(spark, cfg_n.table(GOLD), TRADE_DATE),
-                    "model_training": partition_rows(spark, cfg_n.table(FEATURES), TRADE_DATE),
+                    RAW_TO_BRONZE: n,
+                    BRONZE_TO_SILVER: partition_rows(spark, cfg_n.table(BRONZE), TRADE_DATE),
+                    SILVER_TO_GOLD: partition_rows(spark, cfg_n.table(SILVER), TRADE_DATE),
+                    FEATURE_ENGINEERING: partition_rows(spark, cfg_n.table(GOLD), TRADE_DATE),
+                    MODEL_TRAINING: partition_rows(spark, cfg_n.table(FEATURES), TRADE_DATE),
                 }
                 check = ref.compare_gold(ref.gold_frame_spark(spark, cfg_n.table(GOLD), TRADE_DATE),
                                          ref.gold_frame_duckdb(duck[n][-1]["paths"]["gold"]))
@@ -617,9 +279,9 @@ def main() -> int:
                     f"WHERE trade_date = DATE '{TRADE_DATE}' GROUP BY 1").collect()}
                 check["rejected_spark"] = {k: spark_rejected.get(k, 0) for k in ref.REASONS}
                 check["rejected_duckdb"] = duck[n][-1]["rejected"]
-                check["silver_rows"] = {"spark": rows[n]["silver_to_gold"], "duckdb": duck[n][-1]["rows"]["silver"]}
+                check["silver_rows"] = {"spark": rows[n][SILVER_TO_GOLD], "duckdb": duck[n][-1]["rows"]["silver"]}
                 check["match"] = bool(check["match"] and check["rejected_spark"] == check["rejected_duckdb"]
-                                      and rows[n]["silver_to_gold"] == duck[n][-1]["rows"]["silver"])
+                                      and rows[n][SILVER_TO_GOLD] == duck[n][-1]["rows"]["silver"])
                 gold[n] = check
                 log(f"{lab}: Gold rows match DuckDB: {check['match']} ({check['rows_spark']} bars)")
             sampler.phase = "shutdown"

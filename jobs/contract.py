@@ -66,6 +66,7 @@ ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PRED
 TAG_STAGE = "pipeline.stage"
 TAG_ROLE = "pipeline.role"
 ROLE_DAG_RUN = "dag_run"  # the parent run of one Airflow DAG run
+ROLE_CANDIDATE = "candidate"  # a nested run of model_training's hyperparameter sweep
 TAG_TRADE_DATE = "pipeline.trade_date"
 TAG_FAILED_STAGES = "pipeline.failed_stages"
 TAG_DAG_ID = "airflow.dag_id"

@@ -37,7 +37,7 @@ def _dates(value: str) -> list[dt.date]:
 
 
 def generate_raw(env: dict, dates: list[dt.date], ticks: int, regime: float = 1.0) -> None:
-    from jobs.generate_raw_ticks import main as generate
+    from jobs.synthetic.raw_ticks import main as generate
 
     generate(["--dates", ",".join(d.isoformat() for d in dates), "--ticks", str(ticks),
               "--out", env["RAW_TICKS_PATH"], "--regime", str(regime)])
@@ -56,9 +56,9 @@ def generate_demo_raw(env: dict, dates: list[dt.date], ticks: int) -> None:
         generate_raw(env, [d], per_date, regime=3.0)
     messy = set(_dates(env.get("DEMO_MESSY_DATES") or dates[min(1, len(dates) - 1)].isoformat()))
     for d in sorted(messy & set(dates)):
-        from jobs import generate_messy_delivery
+        from jobs.synthetic import messy_delivery
 
-        generate_messy_delivery.write(env["RAW_TICKS_PATH"], d)
+        messy_delivery.write(env["RAW_TICKS_PATH"], d)
         print(f"    {d}: plus a messy second vendor delivery (CSV, JSON lines, a truncated Parquet file, "
               "a spreadsheet) to show the quarantine")
 
@@ -101,7 +101,8 @@ def collect_summary(env: dict, runs: dict[str, str]) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.lakehouse import ALL_TABLES, CHAMPION, Settings
+    from jobs.contract import ALL_TABLES, CHAMPION
+    from jobs.lakehouse.settings import Settings
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     client = MlflowClient()

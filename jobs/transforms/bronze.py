@@ -14,14 +14,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-# The vendor tick schema, in delivery order. Bronze holds each as text.
-RAW_COLUMNS = (
-    "exchange_ts", "seq_no", "contract_id", "underlying", "option_type", "strike", "expiry",
-    "underlying_price", "bid", "ask", "last", "bid_size", "ask_size", "last_size",
-)
-# Without these a row cannot be identified or priced: a file lacking one is quarantined whole.
-# The rest may be absent (contract attributes are derived from contract_id; sizes become null).
-REQUIRED_COLUMNS = ("exchange_ts", "seq_no", "contract_id", "bid", "ask", "last")
+from jobs.schema import RAW_COLUMNS, REQUIRED_COLUMNS
+
 CORRUPT = "_corrupt_record"
 BRONZE_META = ("_extra", CORRUPT, "_source_file", "_source_format", "_ingested_at", "trade_date")
 

@@ -6,18 +6,14 @@ features never change when a later date arrives.
 """
 from __future__ import annotations
 
-import math
-
 import datetime as dt
+import math
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-FEATURE_COLUMNS = (
-    "ret_1", "ret_5", "ret_15", "realized_vol_15", "spread_rel", "order_flow_imbalance",
-    "moneyness", "time_to_expiry", "iv_proxy", "log_volume", "tick_count", "is_call",
-)
-LABEL = "label_up"
+from jobs.schema import FEATURE_COLUMNS, LABEL
+
 SECONDS_PER_YEAR = 365.0 * 24 * 3600
 
 

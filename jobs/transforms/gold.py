@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-BAR_KEYS = ("trade_date", "contract_id", "option_type", "strike", "expiry", "bar_ts")
+from jobs.schema import BAR_KEYS
 
 
 def minute_bars(silver: DataFrame) -> DataFrame:

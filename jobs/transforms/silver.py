@@ -12,38 +12,10 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.transforms.bronze import CORRUPT, RAW_COLUMNS
-
-# Reason codes of rows set aside, in the order rules are checked (first match wins).
-REASONS = (
-    "malformed_record",    # a CSV/JSON line that does not parse (wrong field count, broken quoting)
-    "bad_type",            # a value that is not a number / timestamp / date where one is expected
-    "null_key",            # no contract_id, exchange_ts or seq_no
-    "unknown_contract",    # contract id not of a listed underlying, inconsistent or already expired
-    "missing_price",       # bid, ask or last absent
-    "non_positive_price",  # bid, ask or last zero or negative
-    "crossed_quote",       # bid above ask
-    "future_timestamp",    # exchange time later than when the file was ingested
-    "wrong_timezone",      # outside the session, inside it when read as UTC: vendor sent UTC without offset
-    "outside_trade_date",  # exchange time on another date
-    "outside_session",     # the right date, outside trading hours
-    "duplicate",           # the same exchange message (contract_id, seq_no) delivered again
-)
-
-SILVER_COLUMNS = (
-    "trade_date", "exchange_ts", "seq_no", "contract_id", "underlying", "option_type", "strike",
-    "expiry", "underlying_price", "bid", "ask", "last", "bid_size", "ask_size", "last_size",
-    "mid", "spread", "_source_file", "_ingested_at",
-)
-
-_TYPES = {
-    "exchange_ts": "timestamp", "seq_no": "bigint", "contract_id": "string", "underlying": "string",
-    "option_type": "string", "strike": "double", "expiry": "date", "underlying_price": "double",
-    "bid": "double", "ask": "double", "last": "double", "bid_size": "int", "ask_size": "int",
-    "last_size": "int",
-}
-# KOSPI200-20261210-C-340.0: underlying, expiry, call/put, strike.
-CONTRACT_ID_PATTERN = r"^([A-Z0-9]+)-(\d{8})-([CP])-(\d+(?:\.\d+)?)$"
+from jobs.contract import BRONZE_TO_SILVER
+from jobs.schema import CONTRACT_ID_PATTERN, RAW_COLUMNS, REASONS, SILVER_COLUMNS  # noqa: F401  (REASONS: the rule order below)
+from jobs.schema import RAW_TYPES as _TYPES
+from jobs.transforms.bronze import CORRUPT
 
 
 @dataclass(frozen=True)
@@ -167,7 +139,7 @@ def split_valid(checked: DataFrame) -> tuple[DataFrame, DataFrame]:
     typed = F.to_json(F.struct(*[F.col(c) for c in RAW_COLUMNS]))
     bad = checked.filter(F.col("reject_reason").isNotNull()).select(
         "trade_date",
-        F.lit("bronze_to_silver").alias("stage"),
+        F.lit(BRONZE_TO_SILVER).alias("stage"),
         "reject_reason",
         "reject_detail",
         "_source_file",

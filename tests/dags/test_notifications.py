@@ -74,13 +74,13 @@ def test_the_error_summary_is_the_jobs_own_exception_not_the_command_line():
 
     spark_failure = Exception(
         "Cannot execute: /opt/jobs-venv/bin/spark-submit --master local[*] " + "--conf a=b " * 300
-        + "jobs/raw_to_bronze.py. Error code is: 1.\nLast spark-submit output:\nTraceback (most recent call last):\n"
-        "File \"/work/jobs/raw_to_bronze.py\", line 23, in run\n"
+        + "jobs/stages/raw_to_bronze.py. Error code is: 1.\nLast spark-submit output:\nTraceback (most recent call last):\n"
+        "File \"/work/jobs/stages/raw_to_bronze.py\", line 23, in run\n"
         "FileNotFoundError: no RAW ticks for 2026-11-23 at /data/raw/ticks/trade_date=2026-11-23")
     assert summarize_error(spark_failure) == \
         "FileNotFoundError: no RAW ticks for 2026-11-23 at /data/raw/ticks/trade_date=2026-11-23"
-    gate = Exception("Cannot execute: spark-submit jobs/bronze_to_silver.py. Error code is: 1.\n"
-                     "jobs.transforms.quality.QualityGateFailed: quality gate 'silver' failed for 2026-11-25, "
+    gate = Exception("Cannot execute: spark-submit jobs/stages/bronze_to_silver.py. Error code is: 1.\n"
+                     "jobs.quality.rules.QualityGateFailed: quality gate 'silver' failed for 2026-11-25, "
                      "nothing published: rejected_share = 0.08, allowed <= 0.05 (max_rejected_share)")
     assert summarize_error(gate).endswith("QualityGateFailed: quality gate 'silver' failed for 2026-11-25, "
                                           "nothing published: rejected_share = 0.08, allowed <= 0.05 "

@@ -433,7 +433,7 @@ def _mlflow_security_utils():
 
 
 def test_pipeline_settings_read_by_the_code_reach_the_airflow_containers(compose):
-    # config.py and jobs/lakehouse.py, and whatever else the DAG side and the stages read.
+    # config.py and jobs/lakehouse/settings.py, and whatever else the DAG side and the stages read.
     sources = [*sorted((REPO / "plugins" / "lakehouse_mlops").glob("*.py")), *sorted((REPO / "jobs").rglob("*.py"))]
     pattern = re.compile(r"""(?:\b_env|\benv|os\.environ\.get|os\.getenv)\(\s*["']([A-Z][A-Z0-9_]*)["']""")
     read = {name for src in sources for name in pattern.findall(src.read_text())}

@@ -17,7 +17,7 @@ SKIPPED_PARTS = {".git", "var", "tests", "__pycache__", "node_modules"}
 
 # Reads in Python: os.environ[...] (not an assignment), os.environ.get / os.getenv, and the
 # project's readers, which all take the variable's name first: contract.env / switch,
-# jobs/lakehouse.py _env / _switch, scripts/stack.py _knob, bench/run.py _env_int.
+# jobs.contract env / switch, scripts/devstack/env.py _knob, bench/run.py _env_int.
 _PY_READ = re.compile(
     r"""(?:\bos\.environ\.get|\bos\.getenv|\b_?env|\b_?switch|\b_knob|\b_env_int)\(\s*["']([A-Z][A-Z0-9_]*)["']"""
     r"""|\bos\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\](?!\s*=[^=])""")

@@ -67,7 +67,7 @@ class PipelineSession:
 def pipeline(request) -> PipelineSession:
     from scripts import demo
 
-    from jobs import generate_messy_delivery
+    from jobs.synthetic import messy_delivery as generate_messy_delivery
 
     root = Path(tempfile.mkdtemp(prefix="lakehouse-e2e-"))
     webhook = WebhookReceiver()

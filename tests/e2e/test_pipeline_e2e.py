@@ -23,8 +23,9 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
-from jobs.lakehouse import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, QUARANTINE_FILES, SILVER, Settings
-from jobs.transforms.silver import REASONS
+from jobs.contract import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, QUARANTINE_FILES, SILVER
+from jobs.lakehouse.settings import Settings
+from jobs.schema import REASONS
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
@@ -240,9 +241,10 @@ def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, clien
 
 RETRAIN = """
 import datetime as dt, json, sys
-from jobs.lakehouse import Settings, spark_session
-from jobs.model_training import load_training_frame
-from jobs.transforms.modeling import evaluate, time_split, train_classifier
+from jobs.lakehouse.registry import load_training_frame
+from jobs.lakehouse.settings import Settings
+from jobs.lakehouse.tables import spark_session
+from jobs.ml.modeling import evaluate, time_split, train_classifier
 
 params = json.loads(sys.argv[1])
 settings = Settings.from_env()
@@ -291,13 +293,13 @@ def test_rollback_swaps_champion_and_previous(pipeline, client):
     client.set_registered_model_alias(name, "champion", versions[1])
     client.set_registered_model_alias(name, "previous", versions[0])
     env = {**pipeline.stack.env, "MLFLOW_MODEL_NAME": name}
-    out = subprocess.run([sys.executable, "-m", "jobs.rollback_champion"], env={**os.environ, **env},
+    out = subprocess.run([sys.executable, "-m", "jobs.ops.rollback_champion"], env={**os.environ, **env},
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert client.get_model_version_by_alias(name, "champion").version == versions[0]
     assert client.get_model_version_by_alias(name, "previous").version == versions[1]
     client.delete_registered_model_alias(name, "previous")
-    refused = subprocess.run([sys.executable, "-m", "jobs.rollback_champion"], env={**os.environ, **env},
+    refused = subprocess.run([sys.executable, "-m", "jobs.ops.rollback_champion"], env={**os.environ, **env},
                              capture_output=True, text=True, cwd=REPO)
     assert refused.returncode == 1 and "needs both" in refused.stderr
 

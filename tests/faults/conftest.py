@@ -8,6 +8,7 @@ files, run states), never on a fixed sleep. Helpers live in faults_support.py.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import tempfile
@@ -55,7 +56,7 @@ def experiment_id(client, stack) -> str:
 
 @pytest.fixture(scope="session")
 def raw_small(stack) -> dt.date:
-    from jobs.generate_raw_ticks import main as generate
+    from jobs.synthetic.raw_ticks import main as generate
 
     generate(["--dates", SMALL_DATE.isoformat(), "--ticks", str(SMALL_TICKS), "--out", stack.env["RAW_TICKS_PATH"]])
     return SMALL_DATE
@@ -63,7 +64,7 @@ def raw_small(stack) -> dt.date:
 
 @pytest.fixture(scope="session")
 def settings(stack):
-    from jobs.lakehouse import Settings
+    from jobs.lakehouse.settings import Settings
 
     return Settings.from_env()
 

@@ -46,7 +46,7 @@ class Finished:
 
 def stage_command(env: dict[str, str], stage: str, trade_date: dt.date, parent_run_id: str | None = None,
                   airflow_run_id: str | None = None, try_number: int | None = None) -> list[str]:
-    """spark-submit of jobs/<stage>.py with the arguments the DAG renders (STAGE_ARGS)."""
+    """spark-submit of jobs/stages/<stage>.py with the arguments the DAG renders (STAGE_ARGS)."""
     python = env["PYSPARK_PYTHON"]
     argv = [env["SPARK_SUBMIT_BINARY"], "--master", env.get("SPARK_MASTER") or "local[2]",
             "--name", f"lakehouse-{stage}", "--driver-memory", env.get("SPARK_DRIVER_MEMORY") or "1g",
@@ -55,7 +55,7 @@ def stage_command(env: dict[str, str], stage: str, trade_date: dt.date, parent_r
             "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false"]
     if env.get("SPARK_JARS"):
         argv += ["--jars", env["SPARK_JARS"]]
-    argv += [str(REPO / "jobs" / f"{stage}.py"), "--trade-date", trade_date.isoformat()]
+    argv += [str(REPO / "jobs" / "stages" / f"{stage}.py"), "--trade-date", trade_date.isoformat()]
     if parent_run_id:
         argv += ["--parent-run-id", parent_run_id, "--dag-id", "ml_pipeline", "--run-id", airflow_run_id or "",
                  "--task-id", stage, "--try-number", str(try_number or 1)]
@@ -89,7 +89,8 @@ def run_stage(stack: Stack, stage: str, trade_date: dt.date, env: dict | None = 
 
 SPARK_SQL = """
 import json, sys
-from jobs.lakehouse import Settings, spark_session
+from jobs.lakehouse.settings import Settings
+from jobs.lakehouse.tables import spark_session
 spark = spark_session("faults-check", Settings.from_env(), master="local[1]")
 out = [[r.asDict(recursive=True) for r in spark.sql(q).collect()] for q in json.loads(sys.argv[1])]
 print("RESULT " + json.dumps(out, default=str), flush=True)

@@ -96,8 +96,8 @@ def _table_state(stack, table: str, *then: str) -> dict:
 @pytest.fixture(scope="session")
 def killed_write(stack, settings, mlflow_outage, client, experiment_id) -> Killed:
     """Kill raw_to_bronze for BIG_DATE during its Bronze write (mlflow_outage left a committed SMALL_DATE)."""
-    from jobs.generate_raw_ticks import main as generate
-    from jobs.lakehouse import BRONZE
+    from jobs.synthetic.raw_ticks import main as generate
+    from jobs.contract import BRONZE
 
     assert mlflow_outage.up.returncode == 0, "needs the committed Bronze snapshot of the MLflow drill"
     generate(["--dates", BIG_DATE.isoformat(), "--ticks", str(BIG_TICKS), "--out", stack.env["RAW_TICKS_PATH"]])
@@ -178,7 +178,7 @@ def test_the_job_was_killed_mid_write(killed_write):
 
 
 def test_the_previous_snapshot_is_intact_and_readable(killed_write, after_kill, settings):
-    from jobs.lakehouse import BRONZE
+    from jobs.contract import BRONZE
 
     iceberg = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{BRONZE}")
     assert iceberg.current_snapshot().snapshot_id == killed_write.snapshot_before
@@ -198,7 +198,7 @@ def test_the_killed_attempt_run_is_a_running_ghost_until_the_retry(killed_write,
 
 
 def test_the_retry_succeeds_with_the_expected_rows(retried_write, killed_write, after_retry, settings):
-    from jobs.lakehouse import BRONZE
+    from jobs.contract import BRONZE
 
     assert retried_write.returncode == 0, retried_write.output[-3000:]
     iceberg = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{BRONZE}")

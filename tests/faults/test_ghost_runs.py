@@ -12,7 +12,7 @@ STAGE = "silver_to_gold"
 
 
 def test_a_manual_rerun_supersedes_the_ghost_of_the_same_stage_and_date(stack, client, experiment_id):
-    from jobs.lakehouse import stage_cli
+    from jobs.lakehouse.cli import stage_cli
 
     tags = {"pipeline.stage": STAGE, "pipeline.trade_date": DAY.isoformat()}
     # What killed runs leave behind: RUNNING runs (and a RUNNING nested run) nobody will end.

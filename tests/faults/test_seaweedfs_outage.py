@@ -35,8 +35,8 @@ def write_features(settings) -> int:
     """A small features table (three trade dates) written with pyiceberg: what training reads."""
     import pyarrow as pa
 
-    from jobs.lakehouse import FEATURES
-    from jobs.transforms.features import FEATURE_COLUMNS, LABEL
+    from jobs.contract import FEATURES
+    from jobs.schema import FEATURE_COLUMNS, LABEL
 
     rng = np.random.default_rng(7)
     days = [TRAIN_DATE - dt.timedelta(days=d) for d in (2, 1, 0)]

@@ -14,7 +14,7 @@ if str(REPO) not in sys.path:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory):
-    from jobs.lakehouse import Settings
+    from jobs.lakehouse.settings import Settings
 
     home = tmp_path_factory.mktemp("lakehouse")
     os.environ["LAKEHOUSE_HOME"] = str(home)
@@ -27,7 +27,7 @@ def settings(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark(settings):
-    from jobs.lakehouse import spark_session
+    from jobs.lakehouse.tables import spark_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = spark_session("unit-tests", settings, master="local[2]")

@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench import duckdb_reference as ref
-from jobs import bronze_to_silver, raw_to_bronze, silver_to_gold
-from jobs import generate_raw_ticks as gen
-from jobs.lakehouse import GOLD, QUARANTINE, SILVER, NullTracker, RunContext, partition_rows
+from jobs.contract import GOLD, QUARANTINE, SILVER
+from jobs.lakehouse.tables import partition_rows
+from jobs.lakehouse.tracking import NullTracker, RunContext
+from jobs.stages import bronze_to_silver, raw_to_bronze, silver_to_gold
+from jobs.synthetic import raw_ticks as gen
 from jobs.transforms import bronze, gold, silver
 
 DAY = dt.date(2026, 3, 3)   # a Tuesday; contracts expire 2026-03-12 and 2026-04-09

@@ -1,0 +1,1 @@
+"""Operator commands run by hand (``make rollback``)."""

@@ -1,0 +1,46 @@
+"""Publish the morning report of one DAG run on its MLflow parent run (HTML + PNG).
+
+    python -m jobs.report.publish --parent-run-id RUN_ID
+
+Collects what the stages logged (``jobs.report.collect``), renders it (``jobs.report.render``)
+and logs ``report/morning_report.{html,png}``. Also runs for failed DAG runs: that is the
+morning the report matters most.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+from jobs.contract import env
+from jobs.report.collect import collect
+from jobs.report.render import write_report
+
+REPORT_DIR = "report"
+
+
+def publish(parent_run_id: str) -> dict:
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    ui = env("MLFLOW_UI_URL", mlflow.get_tracking_uri()).rstrip("/")
+    report = collect(client, parent_run_id, ui)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in write_report(report, tmp).values():
+            client.log_artifact(parent_run_id, str(path), REPORT_DIR)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parent-run-id", required=True)
+    args = parser.parse_args(argv)
+    report = publish(args.parent_run_id)
+    print(f"morning report for {report['dag_run']['trade_date']} ({report['dag_run']['state']}) "
+          f"logged to run {args.parent_run_id} under {REPORT_DIR}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

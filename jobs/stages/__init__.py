@@ -1,0 +1,1 @@
+"""One spark-submit entry point per pipeline stage: ``jobs/stages/<stage>.py`` (see ``jobs.contract.STAGES``)."""

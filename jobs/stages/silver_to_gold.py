@@ -1,0 +1,31 @@
+"""Silver → Gold: per-contract one-minute bars."""
+from __future__ import annotations
+
+import sys
+
+from pyspark.sql import SparkSession
+
+from jobs.contract import GOLD, SILVER, SILVER_TO_GOLD
+from jobs.lakehouse.cli import stage_cli
+from jobs.lakehouse.gates import gates_enabled, quality_gate
+from jobs.lakehouse.settings import Settings
+from jobs.lakehouse.tables import partition_rows, read_date, replace_date_partition
+from jobs.lakehouse.tracking import RunContext, StageTracker
+from jobs.quality.rules import profile_columns
+from jobs.transforms.gold import minute_bars
+
+
+def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: StageTracker) -> None:
+    silver_table = settings.table(SILVER)
+    bars = minute_bars(read_date(spark, silver_table, ctx.trade_date))
+    if gates_enabled(settings):
+        bars = bars.cache()
+        quality_gate("gold", settings, tracker, ctx.trade_date,
+                     profile_columns(bars, settings.quality_rules("gold")))
+    snap = replace_date_partition(bars, settings.table(GOLD), ctx.trade_date)
+    bars.unpersist()
+    tracker.published(snap, rows_in=partition_rows(spark, silver_table, ctx.trade_date))
+
+
+if __name__ == "__main__":
+    sys.exit(stage_cli(SILVER_TO_GOLD, run))
