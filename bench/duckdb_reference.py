@@ -215,7 +215,7 @@ def run_reference(raw: str | Path, out: str | Path, trade_date: dt.date, *, time
     t = time.perf_counter()
     columns = {f: [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({_q(f)})").fetchall()]
                for f in files}
-    ingested_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ingested_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     con.execute(f"COPY ({bronze_sql(columns, trade_date, ingested_at)}) TO {_q(paths['bronze'])} {zstd}")
     seconds["bronze"] = time.perf_counter() - t
 
@@ -298,7 +298,7 @@ def compare_gold(spark_rows, duck_rows, rel_tol: float = 1e-9, abs_tol: float = 
             mismatched[c] = bad
     for c in ("strike", *GOLD_VALUES):
         bad = 0
-        for a, b in zip(s[c].to_numpy(dtype=float), d[c].to_numpy(dtype=float)):
+        for a, b in zip(s[c].to_numpy(dtype=float), d[c].to_numpy(dtype=float), strict=False):
             if math.isnan(a) and math.isnan(b):
                 continue
             if not math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol):

@@ -53,8 +53,19 @@ if str(REPO) not in sys.path:  # `python bench/run.py` as well as `python -m ben
 from bench.sampler import Sampler, log, machine_info  # noqa: E402
 from bench.summary import STAGES, label, print_table, summarize  # noqa: E402
 from jobs.contract import (  # noqa: E402
-    BRONZE, BRONZE_TO_SILVER, FEATURE_ENGINEERING, FEATURES, GOLD, MODEL_TRAINING, QUARANTINE, RAW_TO_BRONZE,
-    ROLE_DAG_RUN, SILVER, SILVER_TO_GOLD, TAG_ROLE, TAG_TRADE_DATE,
+    BRONZE,
+    BRONZE_TO_SILVER,
+    FEATURE_ENGINEERING,
+    FEATURES,
+    GOLD,
+    MODEL_TRAINING,
+    QUARANTINE,
+    RAW_TO_BRONZE,
+    ROLE_DAG_RUN,
+    SILVER,
+    SILVER_TO_GOLD,
+    TAG_ROLE,
+    TAG_TRADE_DATE,
 )
 
 TRADE_DATE = dt.date(2026, 3, 3)   # a Tuesday in the past: no tick is later than the ingestion time
@@ -191,10 +202,9 @@ def main() -> int:
     spark = sampler = None
     started = time.perf_counter()
     try:
-        from scripts.devstack.temporary import running_stack
-
         from scripts.devstack.processes import read_pid
         from scripts.devstack.services import all_services
+        from scripts.devstack.temporary import running_stack
 
         with running_stack(root / "stack", stack_settings) as st:
             log(f"stack up: {', '.join(line.split(':')[0] for line in st.up_output.splitlines() if 'healthy' in line)}")

@@ -50,7 +50,7 @@ def summarize(cfg: dict, runs: dict, duck: dict, rows: dict, gold: dict, memory:
                 **{st: round(rows[n][st] / entry[variant][st]["median"]) for st in STAGES},
                 "pipeline_ticks": round(n / entry[variant]["pipeline"]["median"]),
             }
-        pairs = [a["pipeline"] / b["pipeline"] for a, b in zip(runs[n]["on"], runs[n]["off"])]
+        pairs = [a["pipeline"] / b["pipeline"] for a, b in zip(runs[n]["on"], runs[n]["off"], strict=False)]
         entry["tracking_overhead_ratio"] = ratio(entry["on"]["pipeline"]["median"], entry["off"]["pipeline"]["median"])
         entry["tracking_overhead_ratio_paired_median"] = round(statistics.median(pairs), 3)
         entry["tracking_overhead_ratio_by_stage"] = {
@@ -87,7 +87,7 @@ def summarize(cfg: dict, runs: dict, duck: dict, rows: dict, gold: dict, memory:
         "gold_rows_match": gold_ok,
         "targets": targets,
         "machine": machine,
-        "generated_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "generated_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "details": {
             "definitions": {
                 "tracking_overhead_ratio": f"median whole-pipeline seconds with MLflow tracking and quality gates on / "
@@ -135,9 +135,11 @@ def print_table(result: dict) -> None:
             tp_on = e["on"]["throughput_rows_per_s"].get(st, e["on"]["throughput_rows_per_s"]["pipeline_ticks"])
             tp_off = e["off"]["throughput_rows_per_s"].get(st, e["off"]["throughput_rows_per_s"]["pipeline_ticks"])
             lines.append(f"  {st:<20}{on['median']:>9.1f}{on['spread_pct']:>7.0f}%{off['median']:>9.1f}"
-                         f"{off['spread_pct']:>7.0f}%{ratio(on['median'], off['median']):>8.2f}{tp_on:>12,}{tp_off:>12,}")
+                         f"{off['spread_pct']:>7.0f}%{ratio(on['median'], off['median']):>8.2f}"
+                         f"{tp_on:>12,}{tp_off:>12,}")
         dk = e["duckdb"]["bronze_to_gold"]
-        lines.append(f"  Bronze→Gold: Spark off {e['off']['bronze_to_gold']['median']:.1f}s, DuckDB {dk['median']:.1f}s "
+        lines.append(f"  Bronze→Gold: Spark off {e['off']['bronze_to_gold']['median']:.1f}s, "
+                     f"DuckDB {dk['median']:.1f}s "
                      f"(spread {dk['spread_pct']:.0f}%) → ratio {e['duckdb_ratio']}; Gold rows match: "
                      f"{e['gold_check']['match']} ({e['gold_check']['rows_spark']} bars)")
     lines.append("\nheadline                       value    target   met")

@@ -19,10 +19,31 @@ if not __package__:  # run as a file, not as `python -m scripts.demo`: make `scr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.contract import (  # noqa: E402
-    BRONZE_TO_SILVER, DRIFT_GATE, FEATURE_ENGINEERING, METRIC_DRIFT_SHARE, METRIC_DURATION, METRIC_ROWS_IN,
-    METRIC_ROWS_OUT, METRIC_ROWS_REJECTED, ML_PIPELINE, ML_RETRAINING, MODEL_DEPLOYMENT, MODEL_TRAINING, MONITORING,
-    RAW_TO_BRONZE, SILVER_TO_GOLD, STAGES, TAG_DEPLOYMENT_DECISION, TAG_DRIFT_FEATURES, TAG_ERROR, TAG_MODEL_VERSION,
-    TAG_QUALITY_GATE, TAG_SNAPSHOT_ID, child_runs_filter, latest_per_stage, parent_run_filter,
+    BRONZE_TO_SILVER,
+    DRIFT_GATE,
+    FEATURE_ENGINEERING,
+    METRIC_DRIFT_SHARE,
+    METRIC_DURATION,
+    METRIC_ROWS_IN,
+    METRIC_ROWS_OUT,
+    METRIC_ROWS_REJECTED,
+    ML_PIPELINE,
+    ML_RETRAINING,
+    MODEL_DEPLOYMENT,
+    MODEL_TRAINING,
+    MONITORING,
+    RAW_TO_BRONZE,
+    SILVER_TO_GOLD,
+    STAGES,
+    TAG_DEPLOYMENT_DECISION,
+    TAG_DRIFT_FEATURES,
+    TAG_ERROR,
+    TAG_MODEL_VERSION,
+    TAG_QUALITY_GATE,
+    TAG_SNAPSHOT_ID,
+    child_runs_filter,
+    latest_per_stage,
+    parent_run_filter,
 )
 from scripts.devstack.airflow_api import Airflow  # noqa: E402
 from scripts.devstack.env import resolve_env  # noqa: E402

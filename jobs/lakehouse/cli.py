@@ -8,13 +8,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
 from jobs.contract import TAG_SPARK_APP_ID, TAG_SPARK_MASTER, bounded_mlflow_http
 from jobs.lakehouse.dependencies import (
-    DEPENDENCY_EXIT_CODE, DependencyUnavailable, preflight_enabled, stage_dependencies, wait_for_dependencies,
+    DEPENDENCY_EXIT_CODE,
+    DependencyUnavailable,
+    preflight_enabled,
+    stage_dependencies,
+    wait_for_dependencies,
 )
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import spark_session

@@ -23,7 +23,7 @@ ARTIFACT_STAGES = (MODEL_TRAINING, MODEL_DEPLOYMENT, MONITORING)
 class DependencyUnavailable(RuntimeError):
     """A service stayed unreachable through every attempt (or went away while the stage ran)."""
 
-    def __init__(self, dependency: "Dependency", attempts: int, elapsed: float, reason: str,
+    def __init__(self, dependency: Dependency, attempts: int, elapsed: float, reason: str,
                  during: str | None = None):
         self.dependency, self.attempts, self.elapsed, self.reason = dependency, attempts, elapsed, reason
         if during is None:

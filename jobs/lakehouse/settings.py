@@ -50,7 +50,7 @@ class Settings:
     training_lookback_days: int = 20  # ml_retraining overrides it per run through the task's env
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         home = Path(env("LAKEHOUSE_HOME", str(REPO_ROOT / "var" / "stack")))
         if not home.is_absolute():
             home = (REPO_ROOT / home).resolve()

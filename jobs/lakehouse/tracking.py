@@ -9,12 +9,16 @@ import contextlib
 import datetime as dt
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from jobs import contract as c
 from jobs.lakehouse.dependencies import (
-    Dependency, DependencyUnavailable, first_unreachable, wait_for_dependencies,
+    Dependency,
+    DependencyUnavailable,
+    first_unreachable,
+    wait_for_dependencies,
 )
 from jobs.lakehouse.settings import Settings, tracking_enabled
 from jobs.lakehouse.tables import Snapshot

@@ -3,7 +3,8 @@ of the report dict (a missing or None value reads as "n/a", never as an error)."
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, TypedDict
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 NA = "n/a"
 METRICS = ("auc", "accuracy", "f1", "log_loss")

@@ -4,14 +4,27 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from jobs.report.format import (
-    LOWER_IS_BETTER, METRICS, NA, _drift_features, _funnel_rows, _is_drifted, _is_quarantine, _list, _num,
-    _section, _status_kind, _text, fmt_float, fmt_int, fmt_pct,
+    LOWER_IS_BETTER,
+    METRICS,
+    NA,
+    _drift_features,
+    _funnel_rows,
+    _is_drifted,
+    _is_quarantine,
+    _list,
+    _num,
+    _section,
+    _status_kind,
+    _text,
+    fmt_float,
+    fmt_int,
+    fmt_pct,
 )
-
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#212121;max-width:1680px}

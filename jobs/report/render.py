@@ -10,8 +10,8 @@ and shows "n/a" instead of raising: a broken night is exactly when the report is
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -21,9 +21,34 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from jobs.report.format import (
-    BAND_COLOURS, C_ALT, C_BAD, C_MAIN, C_OK, C_OTHER, C_WARN, LOWER_IS_BETTER, METRICS, MODERATE_PSI, NA,
-    _compact, _decision_text, _drift_features, _funnel_rows, _is_drifted, _is_quarantine, _list, _mpl, _num,
-    _section, _status_colour, _status_kind, _text, _title_line, fmt_float, fmt_int, fmt_pct,
+    BAND_COLOURS,
+    C_ALT,
+    C_BAD,
+    C_MAIN,
+    C_OK,
+    C_OTHER,
+    C_WARN,
+    LOWER_IS_BETTER,
+    METRICS,
+    MODERATE_PSI,
+    NA,
+    _compact,
+    _decision_text,
+    _drift_features,
+    _funnel_rows,
+    _is_drifted,
+    _is_quarantine,
+    _list,
+    _mpl,
+    _num,
+    _section,
+    _status_colour,
+    _status_kind,
+    _text,
+    _title_line,
+    fmt_float,
+    fmt_int,
+    fmt_pct,
 )
 from jobs.report.html import render_html
 
@@ -43,7 +68,7 @@ def _no_data(ax, title: str, note: str = NA) -> None:
 
 def _bar_labels(ax, bars, labels, colours=None, bold=None) -> None:
     """Value labels just right of each horizontal bar; the axis keeps room for them."""
-    for i, (bar, label) in enumerate(zip(bars, labels)):
+    for i, (bar, label) in enumerate(zip(bars, labels, strict=False)):
         ax.annotate(label, (bar.get_width(), bar.get_y() + bar.get_height() / 2),
                     xytext=(4, 0), textcoords="offset points", va="center", fontsize=9,
                     color=(colours[i] if colours else "#212121"),
@@ -63,11 +88,11 @@ def _panel_funnel(ax, report: Mapping) -> None:
                    hatch=["///" if q else "" for q in quarantine], edgecolor="white")
     first = values[0] or None  # the share is of the funnel's first row (RAW), when it is known
     labels = [fmt_int(v) + (f"  ({fmt_pct(v / first)} of {rows[0][0]})" if q and first and v is not None else "")
-              for (_, v), q in zip(rows, quarantine)]
+              for (_, v), q in zip(rows, quarantine, strict=False)]
     _bar_labels(ax, bars, labels, colours=[C_BAD if q else "#212121" for q in quarantine],
                 bold=quarantine)
     ax.set_yticks(range(len(rows)), [_mpl(label, 24) for label, _ in rows])
-    for tick, q in zip(ax.get_yticklabels(), quarantine):
+    for tick, q in zip(ax.get_yticklabels(), quarantine, strict=False):
         if q:
             tick.set_color(C_BAD)
             tick.set_fontweight("bold")
@@ -90,7 +115,7 @@ def _panel_stages(ax, report: Mapping) -> None:
     labels = [(f"{d:,.1f} s" if d is not None and math.isfinite(d) else NA)
               + ("" if _status_kind(s.get("status")) == "ok"
                  else f"  {_mpl(s.get('status'), 16)}" if s.get("status") else "  no status")
-              for s, d in zip(stages, durations)]
+              for s, d in zip(stages, durations, strict=False)]
     _bar_labels(ax, bars, labels, colours=[c if c != C_OK else "#212121" for c in colours],
                 bold=[_status_kind(s.get("status")) == "bad" for s in stages])
     ax.set_yticks(range(len(stages)), [_mpl(s.get("stage"), 24) for s in stages])
@@ -140,13 +165,13 @@ def _panel_drift(ax, report: Mapping) -> None:
     bars = ax.barh(range(len(features)), values, color=colours,
                    edgecolor=["black" if d else "none" for d in drifted],
                    linewidth=[1.8 if d else 0 for d in drifted])
-    for bar, p, d in zip(bars, psis, drifted):
+    for bar, p, d in zip(bars, psis, drifted, strict=False):
         ax.annotate(fmt_float(p) + ("  DRIFT" if d else ""),
                     (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=8,
                     color=C_BAD if d else "#424242", fontweight="bold" if d else "normal")
     ax.set_yticks(range(len(features)), [_mpl(f.get("feature"), 24) for f in features])
-    for tick, d in zip(ax.get_yticklabels(), drifted):
+    for tick, d in zip(ax.get_yticklabels(), drifted, strict=False):
         if d:
             tick.set_color(C_BAD)
             tick.set_fontweight("bold")
@@ -176,13 +201,13 @@ def _panel_model(ax, report: Mapping) -> None:
         return _no_data(ax, "Model" if not model else title)
     width = 0.38
     for offset, (name, metrics, colour) in zip(
-            (-width / 2, width / 2), (("challenger", challenger, C_MAIN), ("champion", champion, C_ALT))):
+            (-width / 2, width / 2), (("challenger", challenger, C_MAIN), ("champion", champion, C_ALT)), strict=False):
         values = [_num(metrics.get(m)) for m in METRICS]
         xs = [i + offset for i in range(len(METRICS))]
         label = name if metrics else f"{name}: n/a"
         bars = ax.bar(xs, [v if v is not None and math.isfinite(v) else 0.0 for v in values],
                       width, color=colour, label=label)
-        for bar, v in zip(bars, values):
+        for bar, v in zip(bars, values, strict=False):
             ax.annotate(fmt_float(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(range(len(METRICS)),
@@ -200,7 +225,7 @@ def _panel_roc(ax, report: Mapping) -> None:
     auc = roc.get("auc") if roc.get("auc") is not None else challenger.get("auc")
     title = f"ROC\nchallenger AUC {fmt_float(auc)}"
     fpr, tpr = roc.get("fpr") or [], roc.get("tpr") or []
-    points = [(x, y) for x, y in zip(map(_num, fpr), map(_num, tpr)) if x is not None and y is not None]
+    points = [(x, y) for x, y in zip(map(_num, fpr), map(_num, tpr), strict=False) if x is not None and y is not None]
     if len(points) < 2:
         return _no_data(ax, title if roc else "ROC")
     ax.plot([p[0] for p in points], [p[1] for p in points], color=C_MAIN, linewidth=2,

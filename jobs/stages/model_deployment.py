@@ -7,8 +7,15 @@ import sys
 from pyspark.sql import SparkSession
 
 from jobs.contract import (
-    CHAMPION, FEATURES, MODEL_DEPLOYMENT, MODEL_TRAINING, PREDICTIONS, TAG_CHAMPION_BEFORE,
-    TAG_DEPLOYMENT_DECISION, TAG_MODEL_NAME, TAG_MODEL_VERSION,
+    CHAMPION,
+    FEATURES,
+    MODEL_DEPLOYMENT,
+    MODEL_TRAINING,
+    PREDICTIONS,
+    TAG_CHAMPION_BEFORE,
+    TAG_DEPLOYMENT_DECISION,
+    TAG_MODEL_NAME,
+    TAG_MODEL_VERSION,
 )
 from jobs.lakehouse.cli import stage_cli
 from jobs.lakehouse.registry import model_version_by_alias, training_run_of_dag_run, training_split
@@ -89,7 +96,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         (F.col("proba")[1] >= 0.5).cast("int").alias("predicted_up"),
         F.lit(settings.model_name).alias("model_name"),
         F.lit(int(serving.version)).alias("model_version"),
-        F.lit(dt.datetime.now(dt.timezone.utc).replace(microsecond=0)).cast("timestamp").alias("scored_at"),
+        F.lit(dt.datetime.now(dt.UTC).replace(microsecond=0)).cast("timestamp").alias("scored_at"),
     )
     snap = replace_date_partition(predictions, settings.table(PREDICTIONS), ctx.trade_date)
     tracker.published(snap, rows_in=partition_rows(spark, features_table, ctx.trade_date))

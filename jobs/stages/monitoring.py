@@ -7,7 +7,14 @@ import sys
 from pyspark.sql import SparkSession
 
 from jobs.contract import (
-    CHAMPION, DRIFT, FEATURES, METRIC_DRIFT_SHARE, MODEL_DEPLOYMENT, MONITORING, PREDICTIONS, TAG_DRIFT_FEATURES,
+    CHAMPION,
+    DRIFT,
+    FEATURES,
+    METRIC_DRIFT_SHARE,
+    MODEL_DEPLOYMENT,
+    MONITORING,
+    PREDICTIONS,
+    TAG_DRIFT_FEATURES,
 )
 from jobs.lakehouse.cli import stage_cli
 from jobs.lakehouse.registry import model_version_by_alias, training_params, training_split
@@ -44,7 +51,8 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
     tracker.metrics({f"{test}.{name}": value for name, result in drift["tests"].items()
                      for test, value in result.items() if np.isfinite(value)})
     tracker.tags({TAG_DRIFT_FEATURES: ",".join(drift["drifted"]) or "none",
-                  "drift.moderate_features": ",".join(c for c, b in drift["bands"].items() if b == "moderate") or "none"})
+                  "drift.moderate_features": ",".join(c for c, b in drift["bands"].items() if b == "moderate")
+                  or "none"})
 
     # Realised performance of what was served for this date, where labels have arrived.
     served = read_date(spark, settings.table(PREDICTIONS), ctx.trade_date) \

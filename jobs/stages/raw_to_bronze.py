@@ -41,7 +41,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
     files = list_raw_files(spark, source)
     if not files:
         raise FileNotFoundError(f"no RAW ticks for {ctx.trade_date} at {source}")
-    ingested_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ingested_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     outcomes = [read_raw_file(spark, f, settings.raw_column_aliases) for f in files]
     loaded = [o for o in outcomes if isinstance(o, LoadedFile)]
     rejected = [o for o in outcomes if isinstance(o, FileRejection)]

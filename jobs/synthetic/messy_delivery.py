@@ -40,7 +40,7 @@ def _iso(ts: dt.datetime) -> str:
 def build(trade_date: dt.date, clean_rows: int = 40, seed: int = 7,
           now: dt.datetime | None = None) -> tuple[dict[str, bytes], dict]:
     """(file name -> content, expected outcome). Pure: same arguments, same bytes."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ticks = _rows(trade_date, clean_rows + 8, seed)
     files: dict[str, bytes] = {}
 
@@ -60,7 +60,8 @@ def build(trade_date: dt.date, clean_rows: int = 40, seed: int = 7,
     session_day = dt.datetime.combine(trade_date, dt.time(7, 0), KST)
     bad = {
         # Three fields where the header has eleven: a line cut short.
-        "malformed_record": f"{_iso(extra[0]['exchange_ts'])},{extra[0]['seq_no'] + SEQ_OFFSET},{extra[0]['contract_id']}",
+        "malformed_record": (f"{_iso(extra[0]['exchange_ts'])},{extra[0]['seq_no'] + SEQ_OFFSET},"
+                             f"{extra[0]['contract_id']}"),
         "bad_type": line(extra[1], bid_price="n/a"),
         "unknown_contract": line(extra[2], symbol="KOSDAQ150-20991231-C-100.0"),
         "missing_price": line(extra[3], last_price=""),
@@ -75,7 +76,7 @@ def build(trade_date: dt.date, clean_rows: int = 40, seed: int = 7,
     lines = []
     for t in utc_rows:
         record = {k: (v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v) for k, v in t.items()}
-        record["exchange_ts"] = t["exchange_ts"].astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat()
+        record["exchange_ts"] = t["exchange_ts"].astimezone(dt.UTC).replace(tzinfo=None).isoformat()
         record["seq_no"] = t["seq_no"] + 2 * SEQ_OFFSET
         lines.append(json.dumps(record))
     lines.append(lines[-1][: len(lines[-1]) // 2])
@@ -129,7 +130,8 @@ def write(root: str, trade_date: dt.date, **kwargs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.synthetic.messy_delivery", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.synthetic.messy_delivery",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--dates", required=True, help="comma-separated YYYY-MM-DD trade dates")
     parser.add_argument("--out", required=True, help="RAW root: local directory, s3://bucket/prefix or s3a://...")
     args = parser.parse_args(argv)

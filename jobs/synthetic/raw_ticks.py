@@ -256,7 +256,7 @@ def generate_ticks(
     contract = rng_contract.choice(len(c_exp), size=n_clean, p=weight / weight.sum())
     contract_ids = [
         f"{UNDERLYING}-{expiries[e]:%Y%m%d}-{'C' if c else 'P'}-{k:.1f}"
-        for e, k, c in zip(c_exp, c_strike, c_call)
+        for e, k, c in zip(c_exp, c_strike, c_call, strict=False)
     ]
 
     strike = c_strike[contract]
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.bad_share <= 0.5:
         parser.error(f"--bad-share must be within [0, 0.5], got {args.bad_share}")
 
-    for d, n in zip(dates, split_evenly(args.ticks, len(dates))):
+    for d, n in zip(dates, split_evenly(args.ticks, len(dates)), strict=False):
         table = generate_ticks(d, n, seed=args.seed, bad_share=args.bad_share, regime=args.regime)
         path = write_raw(table, args.out, d)
         print(f"{d.isoformat()}\t{table.num_rows}\t{path}", flush=True)

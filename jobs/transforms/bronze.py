@@ -78,7 +78,8 @@ def _as_text(df: DataFrame, name: str) -> F.Column:
     dtype = df.schema[name].dataType
     col = F.col(f"`{name}`")
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
-        fmt = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX" if isinstance(dtype, T.TimestampType) else "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+        fmt = ("yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX" if isinstance(dtype, T.TimestampType)
+               else "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
         return F.date_format(col, fmt)
     if isinstance(dtype, (T.StructType, T.ArrayType, T.MapType)):
         return F.to_json(col)

@@ -96,7 +96,7 @@ class Airflow:
         Its logical date is the schedule's tick on the next local day, so the DAG derives the
         trade date exactly as it does for scheduled runs.
         """
-        run_id = f"{tag}__{trade_date}__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+        run_id = f"{tag}__{trade_date}__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
         status, body = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {
             "dag_run_id": run_id, "logical_date": self.logical_date_for(trade_date).isoformat(),
             "conf": conf or {}, "note": f"{tag} run for trade date {trade_date}"})

@@ -26,16 +26,35 @@ import time
 from pathlib import Path
 
 from scripts.devstack.env import (
-    AIRFLOW_COMPONENTS, AIRFLOW_VENV, LOOPBACK, SERVICE_NAMES, StackError, process_env, resolve_env,
+    AIRFLOW_COMPONENTS,
+    AIRFLOW_VENV,
+    LOOPBACK,
+    SERVICE_NAMES,
+    StackError,
+    process_env,
+    resolve_env,
 )
 from scripts.devstack.health import (
-    airflow_health, airflow_password, ensure_buckets, ensure_experiment, http_get, mlflow_health,
-    password_file, seaweedfs_health,
+    airflow_health,
+    airflow_password,
+    ensure_buckets,
+    ensure_experiment,
+    http_get,
+    mlflow_health,
+    password_file,
+    seaweedfs_health,
 )
 from scripts.devstack.processes import dirs, failure, log_path, memory_mb, read_pid, start_service, stop_services
 from scripts.devstack.services import (
-    airflow_services, all_services, mlflow_service, parse_services, remove_sockets, seaweedfs_service,
-    selected_services, service_processes, write_s3_identities,
+    airflow_services,
+    all_services,
+    mlflow_service,
+    parse_services,
+    remove_sockets,
+    seaweedfs_service,
+    selected_services,
+    service_processes,
+    write_s3_identities,
 )
 
 POLL_SECONDS = 0.5

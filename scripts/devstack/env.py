@@ -148,7 +148,8 @@ def _port_defaults(v: dict[str, str]) -> None:
         if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key != "SEAWEEDFS_ICEBERG_PORT"):
             raise StackError(f"{key}={v[key]!r} is not a valid port")
     if int(v["SEAWEEDFS_ADMIN_PORT"]) + GRPC_OFFSET > 65535:
-        raise StackError(f"SEAWEEDFS_ADMIN_PORT must be at most {65535 - GRPC_OFFSET} (its gRPC port is +{GRPC_OFFSET})")
+        raise StackError(f"SEAWEEDFS_ADMIN_PORT must be at most {65535 - GRPC_OFFSET} "
+                         f"(its gRPC port is +{GRPC_OFFSET})")
     mlflow_url = f"http://{LOOPBACK}:{v['MLFLOW_PORT']}"
     s3_url = f"http://{LOOPBACK}:{v['SEAWEEDFS_S3_PORT']}"
     for key, url in (("MLFLOW_TRACKING_URI", mlflow_url), ("MLFLOW_UI_URL", mlflow_url),

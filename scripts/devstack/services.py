@@ -12,8 +12,16 @@ import os
 from pathlib import Path
 
 from scripts.devstack.env import (
-    AIRFLOW_COMPONENTS, AIRFLOW_VENV, FIXED_GRPC, GRPC_OFFSET, JOBS_VENV, LOOPBACK, SEAWEEDFS_PORTS,
-    SERVICE_NAMES, StackError, grpc_var,
+    AIRFLOW_COMPONENTS,
+    AIRFLOW_VENV,
+    FIXED_GRPC,
+    GRPC_OFFSET,
+    JOBS_VENV,
+    LOOPBACK,
+    SEAWEEDFS_PORTS,
+    SERVICE_NAMES,
+    StackError,
+    grpc_var,
 )
 from scripts.devstack.processes import Service, dirs
 

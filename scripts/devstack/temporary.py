@@ -104,7 +104,7 @@ def parse_exports(text: str) -> dict[str, str]:
 def running_stack(root: Path, settings: dict[str, str], keep_on_failure=lambda: False):
     """Bring a stack up under ``root`` on free ports; always bring it down again."""
     home = root / "home"
-    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS))))
+    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=False))
     ports["SEAWEEDFS_ADMIN_PORT"] = admin_port(set(ports.values()))
     full = {"LAKEHOUSE_HOME": str(home), "LAKEHOUSE_ENV_FILE": str(root / ".env"),
             "LAKEHOUSE_START_TIMEOUT": "150", **settings, **{k: str(v) for k, v in ports.items()}}

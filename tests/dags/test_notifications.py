@@ -74,7 +74,8 @@ def test_the_error_summary_is_the_jobs_own_exception_not_the_command_line():
 
     spark_failure = Exception(
         "Cannot execute: /opt/jobs-venv/bin/spark-submit --master local[*] " + "--conf a=b " * 300
-        + "jobs/stages/raw_to_bronze.py. Error code is: 1.\nLast spark-submit output:\nTraceback (most recent call last):\n"
+        + "jobs/stages/raw_to_bronze.py. Error code is: 1.\nLast spark-submit output:\n"
+        "Traceback (most recent call last):\n"
         "File \"/work/jobs/stages/raw_to_bronze.py\", line 23, in run\n"
         "FileNotFoundError: no RAW ticks for 2026-11-23 at /data/raw/ticks/trade_date=2026-11-23")
     assert summarize_error(spark_failure) == \

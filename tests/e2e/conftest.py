@@ -65,9 +65,8 @@ class PipelineSession:
 
 @pytest.fixture(scope="session")
 def pipeline(request) -> PipelineSession:
-    from scripts import demo
-
     from jobs.synthetic import messy_delivery as generate_messy_delivery
+    from scripts import demo
 
     root = Path(tempfile.mkdtemp(prefix="lakehouse-e2e-"))
     webhook = WebhookReceiver()

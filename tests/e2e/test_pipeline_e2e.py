@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 import mlflow
 import pytest
+from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
 from mlflow import MlflowClient
 
-from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
 from jobs.contract import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, QUARANTINE_FILES, SILVER
 from jobs.lakehouse.settings import Settings
 from jobs.schema import REASONS
@@ -97,7 +97,8 @@ def test_one_parent_run_per_dag_run_closed_with_the_outcome(pipeline, client, ex
 def test_every_stage_has_a_child_run_with_the_contract_tags_and_metrics(pipeline, client, experiment_id):
     for d in OK_DATES:
         run_id = pipeline.runs[d.isoformat()]
-        stages = latest_by_stage(children_of(client, experiment_id, parent_of(client, experiment_id, run_id).info.run_id))
+        parent = parent_of(client, experiment_id, run_id)
+        stages = latest_by_stage(children_of(client, experiment_id, parent.info.run_id))
         assert sorted(stages) == sorted(STAGES)
         for stage, run in stages.items():
             tags, metrics = run.data.tags, run.data.metrics
@@ -209,7 +210,8 @@ def test_task_instance_links_to_its_mlflow_run_and_back(pipeline, client, experi
     child = stages["silver_to_gold"]
     # The UI's extra-links endpoint offers the link for this task instance ...
     status, body = pipeline.airflow.call(
-        "GET", f"/api/v2/dags/ml_pipeline/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/silver_to_gold/links")
+        "GET",
+        f"/api/v2/dags/ml_pipeline/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/silver_to_gold/links")
     assert status == 200, body
     link = body["extra_links"]["MLflow run"]
     # ... and following it lands on exactly this MLflow run.
@@ -395,7 +397,7 @@ def test_a_run_not_finished_by_its_deadline_alerts_through_the_webhook(pipeline)
     """
     airflow, env = pipeline.airflow, pipeline.stack.env
     minutes = int(env.get("PIPELINE_DEADLINE_MINUTES") or 240)
-    due = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=40)
+    due = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=40)
     logical = due - dt.timedelta(minutes=minutes)
     run_id = f"e2e_deadline__{logical:%Y%m%dT%H%M%S}"
     assert airflow.call("PATCH", "/api/v2/dags/ml_pipeline", {"is_paused": True})[0] == 200

@@ -17,11 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from faults_support import (
-    DEPENDENCY_SETTINGS, MEASURED, MLFLOW_HTTP, SERVICES, SMALL_DATE, SMALL_TICKS, Finished, children_of, measured,
-    new_parent_run, run_stage,
+    DEPENDENCY_SETTINGS,
+    MEASURED,
+    MLFLOW_HTTP,
+    SERVICES,
+    SMALL_DATE,
+    SMALL_TICKS,
+    Finished,
+    children_of,
+    measured,
+    new_parent_run,
+    run_stage,
 )
+
 from scripts.devstack.env import REPO
 from scripts.devstack.temporary import Stack, running_stack
 

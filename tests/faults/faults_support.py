@@ -24,7 +24,7 @@ MLFLOW_HTTP = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_F
 MEASURED: list[str] = []
 
 
-def measured(label: str, result: "Finished") -> None:
+def measured(label: str, result: Finished) -> None:
     MEASURED.append(f"{label}: exit {result.returncode} after {result.seconds:.1f} s")
 
 

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from faults_support import (
-    MEASURED, SMALL_DATE, SMALL_TICKS, Finished, children_of, measured, new_parent_run, run_stage, spark_sql,
-    start_stage, wait_until,
+    MEASURED,
+    SMALL_DATE,
+    SMALL_TICKS,
+    Finished,
+    children_of,
+    measured,
+    new_parent_run,
+    run_stage,
+    spark_sql,
+    start_stage,
+    wait_until,
 )
 
 BIG_DATE = dt.date(2026, 11, 25)
@@ -96,8 +104,8 @@ def _table_state(stack, table: str, *then: str) -> dict:
 @pytest.fixture(scope="session")
 def killed_write(stack, settings, mlflow_outage, client, experiment_id) -> Killed:
     """Kill raw_to_bronze for BIG_DATE during its Bronze write (mlflow_outage left a committed SMALL_DATE)."""
-    from jobs.synthetic.raw_ticks import main as generate
     from jobs.contract import BRONZE
+    from jobs.synthetic.raw_ticks import main as generate
 
     assert mlflow_outage.up.returncode == 0, "needs the committed Bronze snapshot of the MLflow drill"
     generate(["--dates", BIG_DATE.isoformat(), "--ticks", str(BIG_TICKS), "--out", stack.env["RAW_TICKS_PATH"]])

@@ -13,9 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
 from faults_support import (
-    BOUND_SECONDS, MEASURED, MLFLOW_HTTP, Finished, children_of, measured, new_parent_run, run_stage, stage_env,
+    BOUND_SECONDS,
+    MEASURED,
+    MLFLOW_HTTP,
+    Finished,
+    children_of,
+    measured,
+    new_parent_run,
+    run_stage,
+    stage_env,
 )
 
 TRAIN_DATE = dt.date(2026, 11, 20)
@@ -44,8 +51,8 @@ def write_features(settings) -> int:
     n = len(days) * bars * contracts
     trade_date = np.repeat(days, bars * contracts)
     minute = np.tile(np.repeat(np.arange(bars), contracts), len(days))
-    bar_ts = [dt.datetime.combine(d, dt.time(0, 0), dt.timezone.utc) + dt.timedelta(minutes=int(m))
-              for d, m in zip(trade_date, minute)]
+    bar_ts = [dt.datetime.combine(d, dt.time(0, 0), dt.UTC) + dt.timedelta(minutes=int(m))
+              for d, m in zip(trade_date, minute, strict=False)]
     features = {c: rng.normal(size=n) for c in FEATURE_COLUMNS}
     label = (features["order_flow_imbalance"] + 0.5 * rng.normal(size=n) > 0).astype("int32")
     table = pa.table({

@@ -13,9 +13,9 @@ import socket
 import stat
 import subprocess
 import time
-import uuid
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -267,7 +267,8 @@ def test_airflow_task_runs_with_the_pipeline_environment(stack):
             break
         time.sleep(1)
     else:
-        pytest.fail("stack_probe DAG was never parsed:\n" + processes.tail(stack.home / "logs" / "airflow-dag-processor.log"))
+        pytest.fail("stack_probe DAG was never parsed:\n"
+                    + processes.tail(stack.home / "logs" / "airflow-dag-processor.log"))
 
     run = _api(stack, "POST", "/dags/stack_probe/dagRuns", {"logical_date": None})
     state = run["state"]

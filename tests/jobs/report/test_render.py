@@ -39,7 +39,8 @@ def full() -> dict:
                                            "outside_trade_date": 0, "duplicate": 167}},
         "drift": {"threshold": 0.25, "drift_share": 1 / 6, "prediction_psi": 0.02,
                   "features": [{"feature": f, "psi": p, "band": _band(p), "ks_pvalue": 0.003,
-                                "wasserstein_norm": 0.07, "drifted": p >= 0.25} for f, p in zip(FEATURES, PSI)]},
+                                "wasserstein_norm": 0.07, "drifted": p >= 0.25}
+                               for f, p in zip(FEATURES, PSI, strict=False)]},
         "model": {"challenger_version": "3", "champion_version": "2", "decision": "kept_champion",
                   "challenger": {"auc": 0.655, "accuracy": 0.61, "f1": 0.58, "log_loss": 0.66},
                   "champion": {"auc": 0.664, "accuracy": 0.62, "f1": 0.59, "log_loss": 0.65},
@@ -92,7 +93,7 @@ def test_drift_panel_is_sorted_and_draws_both_lines(full):
     ax = next(a for a in fig.axes if "Feature drift" in a.get_title())
     labels = [t.get_text() for t in ax.get_yticklabels()]
     # y axis is inverted, so tick order is top-to-bottom: highest PSI first.
-    assert labels == sorted(FEATURES, key=lambda f: -dict(zip(FEATURES, PSI))[f])
+    assert labels == sorted(FEATURES, key=lambda f: -dict(zip(FEATURES, PSI, strict=False))[f])
     vlines = {round(line.get_xdata()[0], 3) for line in ax.get_lines()}
     assert {0.1, 0.25} <= vlines
 

@@ -105,7 +105,8 @@ def test_unloadable_files_are_quarantined_with_a_reason_and_the_rest_loads(spark
     assert logged["files_quarantined.unreadable"] == 1 and logged["files_quarantined.missing_columns"] == 1
     # Bronze holds every row of every loaded file, in all three formats.
     assert partition_rows(spark, settings.table(BRONZE), MESSY) == CLEAN_TICKS + messy["expected"]["rows_loaded"]
-    formats = {r["_source_format"] for r in date_rows(spark, settings, BRONZE, MESSY).select("_source_format").distinct().collect()}
+    formats = {r["_source_format"]
+               for r in date_rows(spark, settings, BRONZE, MESSY).select("_source_format").distinct().collect()}
     assert formats == {"parquet", "csv", "json"}
 
 
@@ -195,7 +196,8 @@ def test_a_failing_silver_gate_publishes_nothing_but_explains_the_batch(spark, s
     run_stage(raw_to_bronze, spark, settings, day)
     run_stage(bronze_to_silver, spark, settings, day)
     published = current_snapshot(spark, settings.table(SILVER))
-    strict = dataclasses.replace(settings, quality_gates_file=rules_file(tmp_path, "[silver]\nmax_rejected_share = 0.001\n"))
+    strict = dataclasses.replace(
+        settings, quality_gates_file=rules_file(tmp_path, "[silver]\nmax_rejected_share = 0.001\n"))
     rec = Recorder()
     with pytest.raises(QualityGateFailed, match=r"quality gate 'silver' failed for 2026-11-18.*rejected_share = 0.01"):
         bronze_to_silver.run(spark, strict, RunContext(stage="bronze_to_silver", trade_date=day), rec)

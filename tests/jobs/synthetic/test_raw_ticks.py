@@ -226,7 +226,7 @@ def test_each_bad_kind_is_present_in_the_expected_number(n, bad_share):
     dup_seq = unique_seq[seq_counts == 2]
     rows = table.filter(pc.is_in(table.column("seq_no"), pa.array(dup_seq))).to_pylist()
     assert len(rows) == 2 * len(dup_seq)
-    assert all(a == b for a, b in zip(rows[0::2], rows[1::2]))
+    assert all(a == b for a, b in zip(rows[0::2], rows[1::2], strict=False))
     assert np.all(np.diff(seq) >= 0)
     assert np.all(np.diff(_local_time_us(table)) >= 0)
 
