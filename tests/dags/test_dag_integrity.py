@@ -9,10 +9,10 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import CronTriggerTimetable
 
+from jobs.contract import DRIFT_GATE, FINISH_TRACKING, PUBLISH_REPORT, STAGES, START_TRACKING
+
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
-          "model_training", "model_deployment", "monitoring"]
-EXPECTED_ORDER = ["start_tracking", *STAGES, "drift_gate", "publish_report", "finish_tracking"]
+EXPECTED_ORDER = [START_TRACKING, *STAGES, DRIFT_GATE, PUBLISH_REPORT, FINISH_TRACKING]
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,15 @@ import pytest
 from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
 from mlflow import MlflowClient
 
-from jobs.contract import BRONZE, FEATURES, GOLD, PREDICTIONS, QUARANTINE, QUARANTINE_FILES, SILVER
+from jobs import contract
+from jobs.contract import BRONZE, DRIFT, FEATURES, GOLD, PREDICTIONS, QUARANTINE, QUARANTINE_FILES, SILVER, STAGES
 from jobs.lakehouse.settings import Settings
 from jobs.schema import REASONS
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ["raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
-          "model_training", "model_deployment", "monitoring"]
-TABLE_STAGES = {"raw_to_bronze": BRONZE, "bronze_to_silver": SILVER, "silver_to_gold": GOLD,
-                "feature_engineering": FEATURES, "model_deployment": PREDICTIONS,
-                "monitoring": "monitoring_feature_drift"}
+TABLE_STAGES = {contract.RAW_TO_BRONZE: BRONZE, contract.BRONZE_TO_SILVER: SILVER, contract.SILVER_TO_GOLD: GOLD,
+                contract.FEATURE_ENGINEERING: FEATURES, contract.MODEL_DEPLOYMENT: PREDICTIONS,
+                contract.MONITORING: DRIFT}
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +47,18 @@ def experiment_id(client):
     return exp.experiment_id
 
 
-def parent_of(client, experiment_id, run_id):
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`airflow.run_id` = '{run_id}' and tags.`pipeline.role` = 'dag_run'"))
+def parent_of(client, experiment_id, run_id, dag_id=contract.ML_PIPELINE):
+    runs = client.search_runs([experiment_id], filter_string=contract.parent_run_filter(dag_id, run_id))
     assert len(runs) == 1, f"expected one parent run for {run_id}, found {len(runs)}"
     return runs[0]
 
 
 def children_of(client, experiment_id, parent_run_id):
-    return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    return client.search_runs([experiment_id], filter_string=contract.child_runs_filter(parent_run_id),
                               order_by=["attributes.start_time ASC"])
 
 
-def latest_by_stage(children):
-    return {c.data.tags["pipeline.stage"]: c for c in children}
+latest_by_stage = contract.latest_per_stage
 
 
 OK_DATES = (*GOOD_DATES, DRIFT_DATE)
@@ -318,7 +315,7 @@ def test_a_drifted_date_alerts_and_triggers_retraining(pipeline, client, experim
     # The asset event started exactly one retraining run, which succeeded ...
     assert list(pipeline.retraining.values()) == ["success"]
     (retraining_run,) = pipeline.retraining
-    parent = parent_of(client, experiment_id, retraining_run)
+    parent = parent_of(client, experiment_id, retraining_run, dag_id=contract.ML_RETRAINING)
     assert parent.data.tags["airflow.dag_id"] == "ml_retraining"
     assert parent.data.tags["pipeline.trade_date"] == DRIFT_DATE.isoformat()
     assert parent.info.status == "FINISHED"

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs import contract
 from scripts.devstack.env import REPO
 from scripts.devstack.temporary import Stack
 
@@ -127,7 +128,7 @@ def new_parent_run(client, experiment_id: str, trade_date: dt.date) -> tuple[str
 
 
 def children_of(client, experiment_id: str, parent_run_id: str) -> list:
-    return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    return client.search_runs([experiment_id], filter_string=contract.child_runs_filter(parent_run_id),
                               order_by=["attributes.start_time ASC"])
 
 

@@ -8,14 +8,13 @@ import re
 import matplotlib.image as mpimg
 import pytest
 
+from jobs.contract import STAGES
 from jobs.report import render as r
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PANEL_WORDS = ("Row funnel", "Stage durations", "Data quality", "Feature drift", "Model", "ROC")
 FEATURES = ("ret_1", "ret_5", "realized_vol_15", "spread_rel", "iv_proxy", "log_volume")
 PSI = (0.005, 0.012, 0.31, 0.14, 0.04, 0.0)
-STAGES = ("raw_to_bronze", "bronze_to_silver", "silver_to_gold", "feature_engineering",
-          "model_training", "model_deployment", "monitoring")
 
 
 def _band(psi: float) -> str:
