@@ -181,6 +181,13 @@ def mlflow_run_url(mlflow_ui: str, experiment_id: str, run_id: str) -> str:
 # Environment: how every setting is read (values and defaults are documented in .env.example)
 # --------------------------------------------------------------------------------------------------
 
+# Defaults of the settings both environments read (the values of the embedded stack).
+DEFAULT_EXPERIMENT = "lakehouse-tick-pipeline"
+DEFAULT_AIRFLOW_UI_URL = "http://127.0.0.1:8080"
+DEFAULT_MLFLOW_URL = "http://127.0.0.1:5000"
+DEFAULT_SHUFFLE_PARTITIONS = "8"
+
+
 def env(name: str, default: str = "") -> str:
     """A variable's value; empty or blank counts as unset (compose passes unset ones as "")."""
     value = os.environ.get(name, "")

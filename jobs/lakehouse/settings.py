@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.contract import REPO_ROOT, env, switch
+from jobs.contract import (
+    DEFAULT_AIRFLOW_UI_URL, DEFAULT_EXPERIMENT, DEFAULT_SHUFFLE_PARTITIONS, REPO_ROOT, env, switch,
+)
 from jobs.quality.rules import MODES, load_rules
 from jobs.trade_calendar import pipeline_timezone
 
@@ -64,10 +66,10 @@ class Settings:
             namespace=env("ICEBERG_NAMESPACE", "option_ticks_db"),
             raw_ticks_path=env("RAW_TICKS_PATH", str(home / "raw" / "ticks")),
             timezone=pipeline_timezone(),
-            shuffle_partitions=int(env("SPARK_SQL_SHUFFLE_PARTITIONS", "8")),
-            experiment=env("MLFLOW_EXPERIMENT_NAME", "lakehouse-tick-pipeline"),
+            shuffle_partitions=int(env("SPARK_SQL_SHUFFLE_PARTITIONS", DEFAULT_SHUFFLE_PARTITIONS)),
+            experiment=env("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT),
             model_name=env("MLFLOW_MODEL_NAME", "TickPricePredictor"),
-            airflow_ui_url=env("AIRFLOW_UI_URL", "http://127.0.0.1:8080").rstrip("/"),
+            airflow_ui_url=env("AIRFLOW_UI_URL", DEFAULT_AIRFLOW_UI_URL).rstrip("/"),
             drift_psi_threshold=float(env("DRIFT_PSI_THRESHOLD", "0.25")),
             promotion_margin=float(env("PROMOTION_MARGIN", "0.0")),
             extra_catalog_props={str(k): str(v) for k, v in extra.items()},

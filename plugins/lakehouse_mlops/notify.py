@@ -91,7 +91,7 @@ def summarize_error(error: BaseException | None, limit: int = 1500) -> str:
 
 
 def task_log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> str:
-    url = contract.task_url(env("AIRFLOW_UI_URL", "http://127.0.0.1:8080"), dag_id, run_id, task_id)
+    url = contract.task_url(env("AIRFLOW_UI_URL", contract.DEFAULT_AIRFLOW_UI_URL), dag_id, run_id, task_id)
     return f"{url}?try_number={try_number}" if try_number else url
 
 
