@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.contract import (
-    DEFAULT_AIRFLOW_UI_URL, DEFAULT_EXPERIMENT, DEFAULT_SHUFFLE_PARTITIONS, REPO_ROOT, env, switch,
+    DEFAULT_AIRFLOW_UI_URL,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_SHUFFLE_PARTITIONS,
+    REPO_ROOT,
+    env,
+    switch,
 )
 from jobs.quality.rules import MODES, load_rules
 from jobs.trade_calendar import pipeline_timezone
