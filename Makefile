@@ -53,7 +53,7 @@ open: ## The UIs' URLs (Airflow, MLflow, SeaweedFS S3) with the login; opens a b
 	@$(STACK) open
 
 logs: ## Follow every service's log, or one: make logs SERVICE=airflow-scheduler
-	@$(STACK) logs $(SERVICE)
+	@$(STACK) logs $(if $(SERVICE),"$(SERVICE)")
 
 demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airflow, print a summary
 	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/demo.py

@@ -69,6 +69,8 @@ from scripts.devstack.services import (
 )
 
 POLL_SECONDS = 0.5
+# Set by a desktop session (not project configuration): a browser can show up only with one of them.
+GRAPHICAL_SESSION = ("DISPLAY", "WAYLAND_DISPLAY")
 HEARTBEAT_SECONDS = 5.0  # a health wait says what it waits for at least this often
 
 
@@ -333,7 +335,7 @@ def cmd_open(env: dict) -> int:
     if alert_receiver_used(env):
         print(f"Alerts received: {alerts_file(env)}")
     opener = shutil.which("xdg-open")
-    if opener and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if opener and any(os.environ.get(name) for name in GRAPHICAL_SESSION):
         for url in ui.values():
             subprocess.Popen([opener, url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)

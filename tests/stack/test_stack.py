@@ -13,9 +13,9 @@ import socket
 import stat
 import subprocess
 import time
-import uuid
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -132,7 +132,7 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
     password = stack_health.airflow_password(stack.env)
     assert password and f"password: {password}" in stack.up_output
     pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
-    assert len(pids) == 6
+    assert len(pids) == 7  # SeaweedFS, MLflow, the alert receiver and Airflow's four processes
 
     again = stack.cli("up")
     assert again.returncode == 0, again.stderr
@@ -144,7 +144,7 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
 def test_status_exits_zero_when_healthy(stack):
     out = stack.cli("status")
     assert out.returncode == 0, out.stdout + out.stderr
-    for name in ("seaweedfs", "mlflow", "airflow-api-server", "airflow-scheduler",
+    for name in ("seaweedfs", "mlflow", "alert-receiver", "airflow-api-server", "airflow-scheduler",
                  "airflow-dag-processor", "airflow-triggerer"):
         line = next(line for line in out.stdout.splitlines() if line.startswith(name + " "))
         assert line.endswith("healthy") and "unhealthy" not in line
@@ -267,7 +267,8 @@ def test_airflow_task_runs_with_the_pipeline_environment(stack):
             break
         time.sleep(1)
     else:
-        pytest.fail("stack_probe DAG was never parsed:\n" + processes.tail(stack.home / "logs" / "airflow-dag-processor.log"))
+        pytest.fail("stack_probe DAG was never parsed:\n"
+                    + processes.tail(stack.home / "logs" / "airflow-dag-processor.log"))
 
     run = _api(stack, "POST", "/dags/stack_probe/dagRuns", {"logical_date": None})
     state = run["state"]
