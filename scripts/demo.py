@@ -141,10 +141,11 @@ def origin_of(dag_id: str, run: Mapping, own: Mapping[str, Iterable[str]]) -> st
     return f"NOT started by the demo ({kind} run)"
 
 
-def touched_runs(airflow: Airflow, began: dt.datetime, own: Mapping[str, Iterable[str]]) -> list[dict]:
-    """REST DAG runs of SUMMARY_DAGS that are the demo's or were active since ``began``, oldest first."""
+def touched_runs(airflow: Airflow, began: dt.datetime, own: Mapping[str, Iterable[str]],
+                 dags: Iterable[str] = SUMMARY_DAGS) -> list[dict]:
+    """REST DAG runs of ``dags`` that are the demo's or were active since ``began``, the demo's first."""
     found = []
-    for dag_id in SUMMARY_DAGS:
+    for dag_id in dags:
         mine = set(own.get(dag_id, ()))
         for run in airflow.runs_of(dag_id):
             if run["dag_run_id"] in mine or touched_since(run, began):

@@ -183,6 +183,7 @@ def test_watch_names_the_run_ahead_on_the_real_scheduler(stack):
     """A run the demo did not start holds the only slot: the watcher says so before it is released."""
     airflow = Airflow(stack.env)
     airflow.wait_for_dag("stack_probe_serial")
+    began = dt.datetime.now(dt.UTC)
     blocker = airflow.call("POST", "/api/v2/dags/stack_probe_serial/dagRuns",
                            {"dag_run_id": "blocker", "logical_date": None})[1]["dag_run_id"]
     mine = airflow.call("POST", "/api/v2/dags/stack_probe_serial/dagRuns",
@@ -207,6 +208,12 @@ def test_watch_names_the_run_ahead_on_the_real_scheduler(stack):
     assert "probe: queued" in text and "waits behind blocker" in text  # heartbeats while it waited
     assert "probe done" in text and "probe run SUCCESS after" in text
     assert airflow.run_state(blocker, "stack_probe_serial") == "success"
+
+    # The summary lists both, the one it did not start included, with their final states.
+    touched = demo.touched_runs(airflow, began, {"stack_probe_serial": [mine]}, dags=["stack_probe_serial"])
+    assert [(t["dag_run_id"], t["state"], t["by_demo"]) for t in touched] == \
+        [("mine", "success", True), ("blocker", "success", False)]
+    assert touched[1]["origin"] == "NOT started by the demo (manual run)"
 
 
 # ------------------------------------------------------------------------------- the demo's summary
