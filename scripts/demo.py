@@ -2,7 +2,11 @@
 """`make demo`: generate RAW ticks, run ml_pipeline through Airflow for each demo date, summarise.
 
 Drives Airflow the way a user would, through its REST API (scripts/devstack/airflow_api.py): the
-real scheduler runs the tasks. Run inside the resolved stack environment
+real scheduler runs the tasks. While it waits it shows task k/N, elapsed time and an estimate for
+each run, and names any run ahead of its own (scripts/devstack/progress.py). The summary lists
+every run of ml_pipeline and ml_retraining since the demo began, with links to Airflow and MLflow,
+a local copy of each morning report (var/stack/reports/<date>.html, .png) and the alerts sent.
+Run inside the resolved stack environment
 (`scripts/stack.py run -- python scripts/demo.py`). The end-to-end test generates its RAW ticks with
 `generate_raw` from here.
 """
@@ -11,8 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 if not __package__:  # run as a file, not as `python -m scripts.demo`: make `scripts.` and `jobs.` importable
@@ -41,13 +48,22 @@ from jobs.contract import (  # noqa: E402
     TAG_MODEL_VERSION,
     TAG_QUALITY_GATE,
     TAG_SNAPSHOT_ID,
+    TAG_TRADE_DATE,
     child_runs_filter,
+    dag_run_url,
     latest_per_stage,
+    mlflow_run_url,
     parent_run_filter,
 )
 from scripts.devstack.airflow_api import Airflow  # noqa: E402
-from scripts.devstack.env import resolve_env  # noqa: E402
+from scripts.devstack.alert_receiver import read_alerts  # noqa: E402
+from scripts.devstack.env import alert_receiver_used, alerts_file, resolve_env  # noqa: E402
 from scripts.devstack.health import password_file, s3_client  # noqa: E402
+from scripts.devstack.progress import duration, parse_time, run_seconds  # noqa: E402
+
+# The DAGs whose runs the summary lists (the demo's own, the retraining they trigger, and any other).
+SUMMARY_DAGS = (ML_PIPELINE, ML_RETRAINING)
+REPORT_FOLDER = "report"  # where publish_report puts the morning report on the parent run
 
 # --------------------------------------------------------------------------------------------------
 # RAW ticks
@@ -88,16 +104,145 @@ def generate_demo_raw(env: dict, dates: list[dt.date], ticks: int) -> None:
 # Runs through Airflow
 # --------------------------------------------------------------------------------------------------
 
-def run_retraining(airflow: Airflow, alerted: list[str], known: set[str], timeout: float) -> dict[str, str]:
-    """Wait for the ml_retraining runs the drift alerts started, then for them to finish."""
+def run_retraining(airflow: Airflow, alerted: list[str], known: set[str], timeout: float
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """Wait for the ml_retraining runs the drift alerts started, then for them to finish.
+
+    Returns (label -> run id, label -> final state).
+    """
     if not alerted:
-        return {}
+        return {}, {}
     print(f"  drift alert on {', '.join(alerted)}: waiting for {ML_RETRAINING}")
     try:
         new = airflow.wait_for_new_runs(ML_RETRAINING, known, timeout=300)
     except TimeoutError:
         raise TimeoutError(f"the drift alert did not start {ML_RETRAINING} within 5 minutes") from None
-    return airflow.wait({f"retraining {i + 1}": r for i, r in enumerate(new)}, timeout=timeout, dag_id=ML_RETRAINING)
+    runs = {f"retraining {i + 1}": r for i, r in enumerate(new)}
+    return runs, airflow.wait(runs, timeout=timeout, dag_id=ML_RETRAINING)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every run the demo touched: its own, the retraining they triggered, and any other since it began
+# --------------------------------------------------------------------------------------------------
+
+def touched_since(run: Mapping, began: dt.datetime) -> bool:
+    """Whether a REST DAG run was queued, started or finished at or after ``began`` (aware)."""
+    return any((at := parse_time(run.get(key))) is not None and at >= began
+               for key in ("queued_at", "start_date", "end_date"))
+
+
+def origin_of(dag_id: str, run: Mapping, own: Mapping[str, Iterable[str]]) -> str:
+    """Who started a run, in words a newcomer reads in the summary."""
+    if run["dag_run_id"] in set(own.get(dag_id, ())):
+        return "started by the demo" if dag_id == ML_PIPELINE else "started by the demo's drift alert"
+    kind = run.get("run_type") or "other"
+    if kind == "scheduled":
+        return "NOT started by the demo: the scheduler created it (e.g. on unpause, for the latest schedule tick)"
+    return f"NOT started by the demo ({kind} run)"
+
+
+def touched_runs(airflow: Airflow, began: dt.datetime, own: Mapping[str, Iterable[str]],
+                 dags: Iterable[str] = SUMMARY_DAGS) -> list[dict]:
+    """REST DAG runs of ``dags`` that are the demo's or were active since ``began``, the demo's first."""
+    found = []
+    for dag_id in dags:
+        mine = set(own.get(dag_id, ()))
+        for run in airflow.runs_of(dag_id):
+            if run["dag_run_id"] in mine or touched_since(run, began):
+                entry = {**run, "dag_id": dag_id, "origin": origin_of(dag_id, run, own),
+                         "by_demo": run["dag_run_id"] in mine}
+                if dag_id == ML_PIPELINE and run.get("logical_date"):
+                    entry["trade_date"] = airflow.trade_date_of(run["logical_date"]).isoformat()
+                found.append(entry)
+    # The demo's own ml_pipeline runs first (they own the plain <date>.html names), then the rest.
+    return sorted(found, key=lambda r: (r["dag_id"] != ML_PIPELINE, not r["by_demo"], str(r.get("queued_at") or "")))
+
+
+def report_name(entry: Mapping, taken: set[str]) -> str:
+    """The local file stem of a run's morning report: <date> for the demo's runs, qualified for others."""
+    date = entry.get("trade_date") or "undated"
+    stem = date if entry["dag_id"] == ML_PIPELINE and entry.get("by_demo") else f"{date}-{entry['dag_id']}"
+    name, i = stem, 2
+    while name in taken:
+        name, i = f"{stem}-{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def fetch_reports(client, parent_run_id: str, folder: Path, stem: str) -> dict[str, str]:
+    """Copy the parent run's report/*.html and *.png to <folder>/<stem>.html|.png (they open without MLflow)."""
+    names = {Path(f.path).suffix.lstrip("."): f.path for f in client.list_artifacts(parent_run_id, REPORT_FOLDER)
+             if not f.is_dir and Path(f.path).suffix in (".html", ".png")}
+    copied = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, path in sorted(names.items()):
+            local = client.download_artifacts(parent_run_id, path, tmp)
+            target = folder / f"{stem}.{kind}"
+            shutil.copyfile(local, target)
+            copied[kind] = str(target)
+    return copied
+
+
+def link_runs(env: dict, client, experiment_id: str | None, entries: list[dict]) -> list[dict]:
+    """Add the Airflow and MLflow URLs, the trade date and the local report copies to each run."""
+    folder = Path(env["LAKEHOUSE_HOME"]) / "reports"
+    taken: set[str] = set()
+    for entry in entries:
+        entry["airflow_url"] = dag_run_url(env["AIRFLOW_UI_URL"], entry["dag_id"], entry["dag_run_id"])
+        parents = client.search_runs([experiment_id], parent_run_filter(entry["dag_id"], entry["dag_run_id"]),
+                                     max_results=1) if experiment_id else []
+        if not parents:
+            continue
+        parent = parents[0]
+        entry["mlflow_url"] = mlflow_run_url(env["MLFLOW_UI_URL"], experiment_id, parent.info.run_id)
+        entry["trade_date"] = parent.data.tags.get(TAG_TRADE_DATE) or entry.get("trade_date")
+        try:
+            entry["reports"] = fetch_reports(client, parent.info.run_id, folder, report_name(entry, taken))
+        except Exception as exc:  # the summary still shows the links
+            entry["report_error"] = f"{type(exc).__name__}: {exc}"
+    return entries
+
+
+def format_runs(entries: list[Mapping]) -> list[str]:
+    """The summary block that points at everything: one paragraph per run, links on their own lines."""
+    lines = [f"\nRuns of {' and '.join(SUMMARY_DAGS)} during this demo ({len(entries)}):"]
+    for e in entries:
+        took = run_seconds(e)
+        lines.append(f"  {e['dag_id']} {e.get('trade_date') or '-'}  {str(e.get('state', '?')).upper():<8}"
+                     f"{'  in ' + duration(took) if took is not None else ''}  {e['origin']}")
+        lines.append(f"    run      : {e['dag_run_id']}")
+        lines.append(f"    Airflow  : {e.get('airflow_url', '-')}")
+        lines.append(f"    MLflow   : {e.get('mlflow_url') or '(no parent run: tracking never started)'}")
+        reports = e.get("reports") or {}
+        if reports:
+            lines.append("    report   : " + "  ".join(reports[k] for k in sorted(reports)))
+        elif e.get("mlflow_url"):
+            why = f" ({e['report_error']})" if e.get("report_error") else ""
+            lines.append(f"    report   : not published{why}")
+    return lines
+
+
+def format_alerts(env: Mapping, alerts: list[Mapping] | None) -> list[str]:
+    """The alerts that would have paged someone (None: they went to a real channel, not recorded here)."""
+    if alerts is None:
+        target = env.get("ALERT_WEBHOOK_URL") or ("e-mail" if env.get("SMTP_HOST") else "")
+        return [f"\nAlerts: sent to {target.split('?')[0] if target else 'no channel (ALERT_WEBHOOK_URL unset)'}; "
+                "not recorded locally"]
+    where = alerts_file(env) if env.get("LAKEHOUSE_HOME") else "the local receiver"
+    if not alerts:
+        return [f"\nAlerts: none sent during this demo (the local receiver records them in {where})"]
+    lines = [f"\nAlerts that would have paged someone ({len(alerts)}; recorded in {where}):"]
+    for a in alerts:
+        p = a.get("payload") if isinstance(a.get("payload"), dict) else {"title": str(a.get("payload"))}
+        at = parse_time(a.get("received_at"))
+        detail = ", ".join(f"{k} {p[k]}" for k in ("task", "trade_date", "error") if p.get(k))
+        lines.append(f"  {at:%H:%M:%S} {p.get('title', '?')}" if at else f"  {p.get('title', '?')}")
+        if detail:
+            lines.append(f"           {detail[:200]}")
+        if p.get("log_url"):
+            lines.append(f"           log: {p['log_url']}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,7 +263,8 @@ def _stage_runs(client, experiment_id: str, run_id: str) -> dict:
     return {"parent": {"run_id": parent.info.run_id, "status": parent.info.status}, "stages": stages}
 
 
-def collect_summary(env: dict, runs: dict[str, str]) -> dict:
+def collect_summary(env: dict, runs: dict[str, str], touched: list[dict] | None = None,
+                    began: dt.datetime | None = None) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
@@ -148,6 +294,8 @@ def collect_summary(env: dict, runs: dict[str, str]) -> dict:
     summary["tables"] = tables
     listing = s3_client(env).list_objects_v2(Bucket=env.get("S3_BUCKET", "lakehouse"), Prefix="mlflow/")
     summary["s3_mlflow_objects"] = listing.get("KeyCount", 0)
+    summary["runs"] = link_runs(env, client, summary["experiment_id"], touched or [])
+    summary["alerts"] = read_alerts(alerts_file(env), began) if alert_receiver_used(env) else None
     return summary
 
 
@@ -228,8 +376,9 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
         lines.append(f"  {name:<28}{t['rows']:>12,}  snapshot {t['snapshot_id']}")
     lines.append(f"MLflow artifacts in SeaweedFS s3://{env.get('S3_BUCKET', 'lakehouse')}/mlflow/: "
                  f"{summary['s3_mlflow_objects']} objects")
-    lines.append("Morning report of each run: MLflow parent run -> Artifacts -> report/morning_report.html (and .png)")
     exp = summary.get("experiment_id")
+    lines.extend(format_runs(summary.get("runs", [])))
+    lines.extend(format_alerts(env, summary.get("alerts")))
     lines += [
         "",
         f"Airflow UI : {env['AIRFLOW_API_URL']}/dags/{ML_PIPELINE}   (user {env.get('AIRFLOW_ADMIN_USER') or 'admin'}, "
@@ -259,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2/4 Waiting for Airflow to parse {ML_PIPELINE}, then unpausing it")
     airflow = Airflow(env)
     airflow.wait_for_dag()
+    began = dt.datetime.now(dt.UTC)
     airflow.unpause()
     print("3/4 Triggering one run per trade date, or rerunning it if it exists (one at a time: max_active_runs=1)")
     runs = {d.isoformat(): airflow.run_date(d) for d in dates}
@@ -268,9 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     before = {r["dag_run_id"] for r in airflow.runs_of(ML_RETRAINING)}
     states = airflow.wait(runs, timeout=args.timeout)
     alerted = [label for label, run_id in runs.items() if airflow.task_states(run_id).get(DRIFT_GATE) == "success"]
-    retraining = run_retraining(airflow, alerted, before, args.timeout)
+    retraining_runs, retraining = run_retraining(airflow, alerted, before, args.timeout)
     print(f"4/4 All runs finished in {time.monotonic() - started:.0f}s; reading results back")
-    summary = collect_summary(env, runs)
+    touched = touched_runs(airflow, began, {ML_PIPELINE: runs.values(), ML_RETRAINING: retraining_runs.values()})
+    summary = collect_summary(env, runs, touched, began)
     print(format_summary(env, summary, states))
     if alerted:
         print(f"Drift alerts: {', '.join(alerted)} -> {ML_RETRAINING} "

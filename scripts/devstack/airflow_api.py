@@ -18,9 +18,10 @@ import urllib.request
 from jobs.contract import ML_PIPELINE
 from jobs.trade_calendar import logical_date_for, pipeline_schedule, pipeline_timezone, resolve_trade_date
 from scripts.devstack.health import airflow_token
+from scripts.devstack.progress import TERMINAL_RUN, watch
 
 DAG_ID = ML_PIPELINE
-TERMINAL = {"success", "failed"}
+TERMINAL = TERMINAL_RUN
 
 
 def _quoted(run_id: str) -> str:
@@ -117,17 +118,30 @@ class Airflow:
         existing = self.find_run(trade_date)
         return self.clear(existing) if existing else self.trigger(trade_date, tag=tag)
 
-    def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        """One DAG run as the REST API returns it (state, start_date, end_date, run_type, ...)."""
         status, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_quoted(run_id)}")
-        return body.get("state", f"http-{status}")
+        return body if status == 200 else {"dag_run_id": run_id, "state": f"http-{status}"}
+
+    def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
+        return self.run(run_id, dag_id).get("state", "?")
+
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        _, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_quoted(run_id)}/taskInstances")
+        return body.get("task_instances", [])
 
     def task_states(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str | None]:
-        _, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_quoted(run_id)}/taskInstances")
-        return {ti["task_id"]: ti.get("state") for ti in body.get("task_instances", [])}
+        return {ti["task_id"]: ti.get("state") for ti in self.task_instances(run_id, dag_id)}
 
-    def runs_of(self, dag_id: str) -> list[dict]:
-        status, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=50")
-        return body.get("dag_runs", []) if status == 200 else []
+    def task_count(self, dag_id: str = DAG_ID) -> int | None:
+        """How many tasks the DAG has (the N of "task k/N")."""
+        status, body = self.call("GET", f"/api/v2/dags/{dag_id}/tasks")
+        return body.get("total_entries", len(body.get("tasks", []))) if status == 200 else None
+
+    def runs_of(self, dag_id: str, limit: int = 100) -> list[dict]:
+        """The DAG's latest ``limit`` runs, oldest first."""
+        status, body = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit={limit}&order_by=-id")
+        return list(reversed(body.get("dag_runs", []))) if status == 200 else []
 
     def wait_for_new_runs(self, dag_id: str, known: set[str], timeout: float = 300) -> list[str]:
         """Run ids of ``dag_id`` not in ``known``, once there is one (e.g. runs an asset event starts)."""
@@ -140,29 +154,9 @@ class Airflow:
 
     def wait(self, runs: dict[str, str], timeout: float = 3600, out=sys.stdout,
              dag_id: str = DAG_ID) -> dict[str, str]:
-        """Poll until every run is terminal, printing each task state change as it happens."""
-        deadline = time.monotonic() + timeout
-        seen: dict[tuple[str, str], str | None] = {}
-        states: dict[str, str] = {}
-        started = time.monotonic()
-        while True:
-            for label, run_id in runs.items():
-                if states.get(label) in TERMINAL:
-                    continue
-                for task, state in self.task_states(run_id, dag_id).items():
-                    if state and seen.get((label, task)) != state:
-                        seen[(label, task)] = state
-                        print(f"  [{time.monotonic() - started:6.0f}s] {label} {task:<20} {state}",
-                              file=out, flush=True)
-                states[label] = self.run_state(run_id, dag_id)
-                if states[label] in TERMINAL:
-                    print(f"  [{time.monotonic() - started:6.0f}s] {label} run {states[label].upper()}",
-                          file=out, flush=True)
-            if all(s in TERMINAL for s in states.values()) and len(states) == len(runs):
-                return states
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"runs not finished after {timeout:.0f}s: {states}")
-            time.sleep(2)
+        """Poll until every run is terminal, printing task state changes, task k/N, elapsed and an
+        estimate, and any run ahead of them (scripts/devstack/progress.py); never silent for long."""
+        return watch(self, runs, dag_id, timeout=timeout, out=out)
 
     # ------------------------------------------------------------------------------ backfills
 

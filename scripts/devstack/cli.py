@@ -6,6 +6,11 @@ $LAKEHOUSE_HOME, so `down` plus deleting that folder is a full reset.
 
     .venv-jobs/bin/python scripts/stack.py up | down | status | env | run -- CMD...
     .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow)
+    .venv-jobs/bin/python scripts/stack.py open | logs [SERVICE] [--no-follow]
+
+`up` prints what it starts and how long each health check took (progress on stderr, results on
+stdout); `status` shows each process's health, port, pid and memory; `open` the UIs and their
+login; `logs` follows every service's log, or one.
 
 Configuration: <repo>/.env (created by make_env.py when missing), overridden by the process
 environment. Knobs read from the environment only: LAKEHOUSE_ENV_FILE (another .env, e.g. for tests),
@@ -19,6 +24,7 @@ Other scripts import `resolve_env` (scripts/devstack/env.py) and `airflow_token`
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,15 +34,19 @@ from pathlib import Path
 from scripts.devstack.env import (
     AIRFLOW_COMPONENTS,
     AIRFLOW_VENV,
+    ALERT_RECEIVER,
     LOOPBACK,
     SERVICE_NAMES,
     StackError,
+    alert_receiver_used,
+    alerts_file,
     process_env,
     resolve_env,
 )
 from scripts.devstack.health import (
     airflow_health,
     airflow_password,
+    alert_receiver_health,
     ensure_buckets,
     ensure_experiment,
     http_get,
@@ -47,6 +57,7 @@ from scripts.devstack.health import (
 from scripts.devstack.processes import dirs, failure, log_path, memory_mb, read_pid, start_service, stop_services
 from scripts.devstack.services import (
     airflow_services,
+    alert_receiver_service,
     all_services,
     mlflow_service,
     parse_services,
@@ -58,6 +69,14 @@ from scripts.devstack.services import (
 )
 
 POLL_SECONDS = 0.5
+# Set by a desktop session (not project configuration): a browser can show up only with one of them.
+GRAPHICAL_SESSION = ("DISPLAY", "WAYLAND_DISPLAY")
+HEARTBEAT_SECONDS = 5.0  # a health wait says what it waits for at least this often
+
+
+def progress(message: str) -> None:
+    """A progress line: stderr, so stdout keeps only results (scripts and tests read those)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,13 +89,24 @@ def _timeout(default: float) -> float:
 
 
 def _wait(env: dict, names: list[str], check, label: str, timeout: float) -> None:
-    """Poll `check` until it passes; fail fast if a watched process dies, else at the deadline."""
-    deadline = time.monotonic() + timeout
+    """Poll `check` until it passes; fail fast if a watched process dies, else at the deadline.
+
+    Says every HEARTBEAT_SECONDS what it still waits for, with the elapsed seconds and the reason.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    next_beat = started + HEARTBEAT_SECONDS
     detail = ""
     while True:
         ok, detail = check()
         if ok:
+            if time.monotonic() - started >= 1:
+                progress(f"  {label}: healthy after {time.monotonic() - started:.1f}s")
             return
+        if time.monotonic() >= next_beat:
+            next_beat += HEARTBEAT_SECONDS
+            progress(f"  waiting for {label}: {time.monotonic() - started:.0f}s of at most {timeout:.0f}s "
+                     f"({detail}; log: {log_path(env, names[0])})")
         dead = [n for n in names if read_pid(env, n) is None]
         if dead:
             raise failure(env, dead, f"{', '.join(dead)} exited while waiting for {label} ({detail})")
@@ -92,6 +122,7 @@ def _up_seaweedfs(env: dict) -> str:
     if read_pid(env, svc.name) is None:
         remove_sockets(env)
         write_s3_identities(env)
+        progress(f"seaweedfs: starting `weed mini` (log: {log_path(env, svc.name)})")
         start_service(env, svc)
         state = "started"
     else:
@@ -112,6 +143,7 @@ def _up_mlflow(env: dict) -> str:
     svc = mlflow_service(env)
     state = "already running"
     if read_pid(env, svc.name) is None:
+        progress(f"mlflow: starting the tracking server (log: {log_path(env, svc.name)})")
         start_service(env, svc)
         state = "started"
     _wait(env, [svc.name], lambda: mlflow_health(env), "MLflow", _timeout(120))
@@ -119,17 +151,36 @@ def _up_mlflow(env: dict) -> str:
     return state
 
 
+def _up_alert_receiver(env: dict) -> list[str]:
+    """The local webhook receiver Airflow's alerts go to, when ALERT_WEBHOOK_URL is unset."""
+    if not alert_receiver_used(env):
+        return []
+    svc = alert_receiver_service(env)
+    started = []
+    if read_pid(env, svc.name) is None:
+        progress(f"{svc.name}: starting (alerts recorded in {alerts_file(env)})")
+        start_service(env, svc)
+        started = [svc.name]
+    _wait(env, [svc.name], lambda: alert_receiver_health(env), "the alert receiver", _timeout(30))
+    return started
+
+
 def _up_airflow(env: dict) -> str:
+    receiver = _up_alert_receiver(env)
     services = airflow_services(env)
     missing = [s for s in services if read_pid(env, s.name) is None]
     if missing:
         migrate_log = log_path(env, "airflow-db-migrate")
+        t0 = time.monotonic()
+        progress(f"airflow: migrating the metadata database (log: {migrate_log})")
         with open(migrate_log, "ab") as log:
             rc = subprocess.call([str(AIRFLOW_VENV / "bin" / "airflow"), "db", "migrate"],
                                  cwd=env["AIRFLOW_HOME"], env={**process_env(env), **services[0].extra_env},
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
             raise failure(env, ["airflow-db-migrate"], f"`airflow db migrate` failed with exit code {rc}")
+        progress(f"  airflow: database ready in {time.monotonic() - t0:.1f}s; starting "
+                 f"{', '.join(s.name for s in missing)} (logs in {dirs(env)['logs']})")
         for svc in missing:
             start_service(env, svc)
     since = {s.name.removeprefix("airflow-"): time.time() for s in missing}
@@ -143,7 +194,8 @@ def _up_airflow(env: dict) -> str:
     _wait(env, ["airflow-api-server"], lambda: (airflow_password(env) is not None, f"no {password_file(env)}"),
           "the generated Airflow password", _timeout(30))
     os.chmod(password_file(env), 0o600)
-    return "started " + ", ".join(s.name for s in missing) if missing else "already running"
+    started = receiver + [s.name for s in missing]
+    return "started " + ", ".join(started) if started else "already running"
 
 
 def _airflow_login_line(env: dict) -> str:
@@ -169,6 +221,8 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
         lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}")
     if "airflow" in services:
         lines.append(_airflow_login_line(env))
+        if alert_receiver_used(env):
+            lines.append(f"Alerts: {env['ALERT_WEBHOOK_URL']} records them in {alerts_file(env)}")
     return lines
 
 
@@ -231,7 +285,7 @@ def cmd_down(env: dict) -> int:
     stopped = []
     # Airflow first (its tasks may still write to MLflow/S3), then MLflow, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
-                  ["airflow-api-server"], ["mlflow"], ["seaweedfs"]):
+                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -245,11 +299,13 @@ def cmd_status(env: dict) -> int:
         health["seaweedfs"] = seaweedfs_health(env)[0]
     if pids["mlflow"]:
         health["mlflow"] = mlflow_health(env)[0]
+    if ALERT_RECEIVER in pids:
+        health[ALERT_RECEIVER] = bool(pids[ALERT_RECEIVER]) and alert_receiver_health(env)[0]
     comps = airflow_health(env)[0] if pids["airflow-api-server"] else {}
     for c in AIRFLOW_COMPONENTS:
         health[f"airflow-{c}"] = bool(comps.get(c)) and pids[f"airflow-{c}"] is not None
     ports = {"seaweedfs": env["SEAWEEDFS_S3_PORT"], "mlflow": env["MLFLOW_PORT"],
-             "airflow-api-server": env["AIRFLOW_API_PORT"]}
+             "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")
@@ -262,6 +318,65 @@ def cmd_status(env: dict) -> int:
         for line in _urls(env, services):
             print(line)
     return 0 if ok else 1
+
+
+def cmd_open(env: dict) -> int:
+    """Print the UIs with their login; open them in a browser only where one can show up."""
+    user = env.get("AIRFLOW_ADMIN_USER") or "admin"
+    ui = {"Airflow": env["AIRFLOW_UI_URL"], "MLflow": env["MLFLOW_UI_URL"]}
+    print(f"Airflow UI    : {ui['Airflow']}  (user {user}; generated password in {password_file(env)})")
+    print(f"MLflow UI     : {ui['MLflow']}  (experiment {env.get('MLFLOW_EXPERIMENT_NAME', '')}; no login)")
+    print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "
+          f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']}); "
+          f"filer UI http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}")
+    reports = Path(env["LAKEHOUSE_HOME"]) / "reports"
+    if reports.is_dir():
+        print(f"Morning reports: {reports}/<trade date>.html")
+    if alert_receiver_used(env):
+        print(f"Alerts received: {alerts_file(env)}")
+    opener = shutil.which("xdg-open")
+    if opener and any(os.environ.get(name) for name in GRAPHICAL_SESSION):
+        for url in ui.values():
+            subprocess.Popen([opener, url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        print("opened in your browser")
+    else:
+        print("(no display or no xdg-open here: open the URLs above yourself, e.g. through an SSH tunnel)")
+    return 0
+
+
+def log_names(env: dict) -> dict[str, list[str]]:
+    """What `logs` accepts: every process, and each service of SERVICE_NAMES for all its processes."""
+    names = {svc.name: [svc.name] for svc in all_services(env)}
+    names["airflow-db-migrate"] = ["airflow-db-migrate"]
+    for service in SERVICE_NAMES:
+        names.setdefault(service, service_processes(env, service))
+    return names
+
+
+def cmd_logs(env: dict, argv: list[str]) -> int:
+    """Follow the logs of every service, or of one (`tail -F`: survives restarts and rotations)."""
+    follow = "--no-follow" not in argv
+    wanted = [a for a in argv if not a.startswith("--")]
+    names = log_names(env)
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        print(f"stack.py logs: unknown service {', '.join(unknown)}; valid names: {', '.join(names)}",
+              file=sys.stderr)
+        return 2
+    chosen = [n for w in wanted for n in names[w]] if wanted else [n for n in names if n not in SERVICE_NAMES]
+    paths = [str(log_path(env, n)) for n in dict.fromkeys(chosen)]
+    existing = [p for p in paths if Path(p).exists()]
+    if not follow:
+        if not existing:
+            print(f"no logs yet in {dirs(env)['logs']} (start the stack with `make up`)", file=sys.stderr)
+            return 1
+        return subprocess.call(["tail", "-n", "50", *existing])
+    print(f"following {', '.join(paths)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        return subprocess.call(["tail", "-n", "20", "-F", *paths])
+    except KeyboardInterrupt:
+        return 0
 
 
 def _quote(value: str) -> str:
@@ -289,7 +404,7 @@ def cmd_run(env: dict, argv: list[str]) -> int:
         return 130
 
 
-USAGE = "usage: stack.py {up|down|status|env|run -- CMD...|stop SERVICE...|start SERVICE...}"
+USAGE = "usage: stack.py {up|down|status|env|open|logs [SERVICE]|run -- CMD...|stop SERVICE...|start SERVICE...}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip() + "\n\n" + USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env}
-    with_names = {"start": cmd_start, "stop": cmd_stop}
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env, "open": cmd_open}
+    with_names = {"start": cmd_start, "stop": cmd_stop, "logs": cmd_logs}
     if command not in commands and command not in with_names and command != "run":
         print(USAGE, file=sys.stderr)
         return 2

@@ -39,6 +39,26 @@ AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SERVICE_NAMES = ("seaweedfs", "mlflow", "airflow")
 
 
+# The local webhook receiver (scripts/devstack/alert_receiver.py) that stands in for Slack.
+ALERT_RECEIVER = "alert-receiver"
+ALERT_RECEIVER_DEFAULT_PORT = 8099
+# Port variables where 0 means "do not open this one".
+OPTIONAL_PORTS = ("SEAWEEDFS_ICEBERG_PORT", "ALERT_RECEIVER_PORT")
+
+
+def alert_receiver_url(env: dict) -> str:
+    return f"http://{LOOPBACK}:{env['ALERT_RECEIVER_PORT']}/alerts"
+
+
+def alert_receiver_used(env: dict) -> bool:
+    """Whether alerts go to the local receiver (ALERT_WEBHOOK_URL was left unset), so the stack runs it."""
+    return int(env.get("ALERT_RECEIVER_PORT") or 0) > 0 and env.get("ALERT_WEBHOOK_URL") == alert_receiver_url(env)
+
+
+def alerts_file(env: dict) -> Path:
+    return Path(env["LAKEHOUSE_HOME"]) / "alerts" / "alerts.jsonl"
+
+
 def grpc_var(name: str) -> str:
     return SEAWEEDFS_PORTS[name][0].replace("_PORT", "_GRPC_PORT")
 
@@ -144,8 +164,9 @@ def _port_defaults(v: dict[str, str]) -> None:
         if name not in FIXED_GRPC and not v.get(grpc_var(name)):
             v[grpc_var(name)] = str(int(v[var]) + GRPC_OFFSET)
     v.setdefault("SEAWEEDFS_ICEBERG_PORT", "0")
+    v["ALERT_RECEIVER_PORT"] = v.get("ALERT_RECEIVER_PORT") or str(ALERT_RECEIVER_DEFAULT_PORT)
     for key in [k for k in v if k.endswith("_PORT")]:
-        if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key != "SEAWEEDFS_ICEBERG_PORT"):
+        if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key not in OPTIONAL_PORTS):
             raise StackError(f"{key}={v[key]!r} is not a valid port")
     if int(v["SEAWEEDFS_ADMIN_PORT"]) + GRPC_OFFSET > 65535:
         raise StackError(f"SEAWEEDFS_ADMIN_PORT must be at most {65535 - GRPC_OFFSET} "
@@ -156,6 +177,10 @@ def _port_defaults(v: dict[str, str]) -> None:
                      ("MLFLOW_S3_ENDPOINT_URL", s3_url)):
         if not v.get(key) or _is_loopback_url(v[key]):
             v[key] = url
+
+    # Alerts go to the local receiver unless a real channel is configured (ALERT_RECEIVER_PORT=0: none).
+    if not v.get("ALERT_WEBHOOK_URL", "").strip() and int(v["ALERT_RECEIVER_PORT"]):
+        v["ALERT_WEBHOOK_URL"] = alert_receiver_url(v)
 
     # boto3 >= 1.36 checksum trailers get stored into SeaweedFS objects; path-style for a local endpoint.
     v["AWS_REQUEST_CHECKSUM_CALCULATION"] = v.get("AWS_REQUEST_CHECKSUM_CALCULATION") or "when_required"

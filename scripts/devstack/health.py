@@ -137,6 +137,16 @@ def ensure_experiment(env: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# The local alert receiver
+# --------------------------------------------------------------------------------------------------
+
+def alert_receiver_health(env: dict) -> tuple[bool, str]:
+    status, body = http_get(f"http://{LOOPBACK}:{env['ALERT_RECEIVER_PORT']}/health")
+    ok = status == 200 and body.strip() == b"OK"
+    return ok, "ok" if ok else f"GET /health returned {status or 'no answer'}"
+
+
+# --------------------------------------------------------------------------------------------------
 # Airflow
 # --------------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from scripts.devstack.env import (
     AIRFLOW_COMPONENTS,
     AIRFLOW_VENV,
+    ALERT_RECEIVER,
     FIXED_GRPC,
     GRPC_OFFSET,
     JOBS_VENV,
@@ -21,6 +22,8 @@ from scripts.devstack.env import (
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
     StackError,
+    alert_receiver_used,
+    alerts_file,
     grpc_var,
 )
 from scripts.devstack.processes import Service, dirs
@@ -124,8 +127,19 @@ def airflow_services(env: dict) -> list[Service]:
             for c in AIRFLOW_COMPONENTS]
 
 
+def alert_receiver_service(env: dict) -> Service:
+    """The local webhook receiver that records the alerts Airflow sends (ALERT_WEBHOOK_URL left unset)."""
+    out = alerts_file(env)
+    argv = [str(JOBS_VENV / "bin" / "python"), str(Path(__file__).with_name("alert_receiver.py")),
+            "--port", env["ALERT_RECEIVER_PORT"], "--out", str(out)]
+    port = [("ALERT_RECEIVER_PORT", int(env["ALERT_RECEIVER_PORT"]))]
+    return Service(ALERT_RECEIVER, "airflow", argv, out.parent, port)
+
+
 def all_services(env: dict) -> list[Service]:
-    return [seaweedfs_service(env), mlflow_service(env), *airflow_services(env)]
+    """Every process the stack may run, in start order (the receiver only when alerts go to it)."""
+    receiver = [alert_receiver_service(env)] if alert_receiver_used(env) else []
+    return [seaweedfs_service(env), mlflow_service(env), *receiver, *airflow_services(env)]
 
 
 def parse_services(names: list[str] | str | None) -> list[str]:
@@ -145,5 +159,7 @@ def selected_services() -> list[str]:
 
 
 def service_processes(env: dict, name: str) -> list[str]:
-    """Process names (pid files) of one service of SERVICE_NAMES."""
-    return [s.name for s in airflow_services(env)] if name == "airflow" else [name]
+    """Process names (pid files) of one service of SERVICE_NAMES; Airflow's include the alert receiver it sends to."""
+    if name != "airflow":
+        return [name]
+    return [s.name for s in airflow_services(env)] + ([ALERT_RECEIVER] if alert_receiver_used(env) else [])

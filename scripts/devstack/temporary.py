@@ -28,7 +28,7 @@ JOBS_PYTHON = JOBS_VENV / "bin" / "python"
 PORT_VARS = [
     "SEAWEEDFS_S3_PORT", "SEAWEEDFS_MASTER_PORT", "SEAWEEDFS_VOLUME_PORT", "SEAWEEDFS_FILER_PORT",
     "SEAWEEDFS_S3_GRPC_PORT", "SEAWEEDFS_MASTER_GRPC_PORT", "SEAWEEDFS_VOLUME_GRPC_PORT",
-    "SEAWEEDFS_FILER_GRPC_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT",
+    "SEAWEEDFS_FILER_GRPC_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT", "ALERT_RECEIVER_PORT",
 ]
 
 
@@ -104,7 +104,7 @@ def parse_exports(text: str) -> dict[str, str]:
 def running_stack(root: Path, settings: dict[str, str], keep_on_failure=lambda: False):
     """Bring a stack up under ``root`` on free ports; always bring it down again."""
     home = root / "home"
-    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=False))
+    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
     ports["SEAWEEDFS_ADMIN_PORT"] = admin_port(set(ports.values()))
     full = {"LAKEHOUSE_HOME": str(home), "LAKEHOUSE_ENV_FILE": str(root / ".env"),
             "LAKEHOUSE_START_TIMEOUT": "150", **settings, **{k: str(v) for k, v in ports.items()}}

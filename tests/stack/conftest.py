@@ -35,10 +35,40 @@ def stack_probe():
 stack_probe()
 """
 
+# One run at a time, each holding its slot until a release file appears: lets a test put a run
+# ahead of another (as the scheduler does on unpause) and release it when the watcher named it.
+SERIAL_DAG = """
+import os, time
+
+import pendulum
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, max_active_runs=1,
+     is_paused_upon_creation=False, tags=["stack-test"])
+def stack_probe_serial():
+    @task
+    def hold(dag_run=None):
+        release = os.path.join(os.environ["LAKEHOUSE_HOME"], "release-" + dag_run.run_id)
+        deadline = time.monotonic() + 180
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert os.path.exists(release), "never released"
+
+    @task
+    def done():
+        pass
+
+    hold() >> done()
+
+
+stack_probe_serial()
+"""
+
 PROBE_KEYS = ["ICEBERG_CATALOG_URI", "ICEBERG_WAREHOUSE", "RAW_TICKS_PATH", "SPARK_JARS", "SPARK_MASTER",
               "SPARK_SUBMIT_BINARY", "PYSPARK_PYTHON", "JAVA_HOME", "MLFLOW_TRACKING_URI",
               "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "LAKEHOUSE_HOME", "PIPELINE_SCHEDULE",
-              "AIRFLOW_CONN_SPARK_DEFAULT"]
+              "AIRFLOW_CONN_SPARK_DEFAULT", "ALERT_WEBHOOK_URL"]
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +77,7 @@ def stack(request) -> Stack:
     root = Path(tempfile.mkdtemp(prefix="lakehouse-stack-"))
     (root / "dags").mkdir()
     (root / "dags" / "stack_probe.py").write_text(PROBE_DAG)
+    (root / "dags" / "stack_probe_serial.py").write_text(SERIAL_DAG)
     settings = {"LAKEHOUSE_DAGS_FOLDER": str(root / "dags"), "STACK_PROBE_KEYS": json.dumps(PROBE_KEYS)}
     with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
         st.probe_keys = tuple(PROBE_KEYS)
