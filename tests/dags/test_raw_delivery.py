@@ -1,8 +1,8 @@
 """When a RAW delivery counts as complete, how long ml_pipeline waits, and that the wait defers.
 
 The rule is pure (delivery.py) and tested as such; the listing and the sensor run against real
-local folders; the trigger runs on a real event loop. The S3 listing is exercised against
-SeaweedFS in tests/e2e/test_night_paths.py's stack.
+local folders; the trigger runs on a real event loop. The s3:// listing (boto3 list_objects_v2)
+is not exercised by these tests.
 """
 from __future__ import annotations
 
