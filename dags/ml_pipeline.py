@@ -11,18 +11,24 @@ are safe. Each stage is a Spark job (`jobs/stages/<stage>.py`) that logs rows, d
 quality and Iceberg snapshot ids to one MLflow child run under this DAG run's parent run.
 Use the **MLflow run** link on any task to jump there. When too many features drift,
 `drift_gate` alerts and emits the `feature_drift_alert` asset, which starts `ml_retraining`.
-A failed stage alerts through the configured webhook / e-mail, and so does a run that has not
-finished `PIPELINE_DEADLINE_MINUTES` after its scheduled time (a Deadline Alert; default 06:00).
+Before Bronze, `wait_for_raw` waits (on the triggerer, no worker slot) for the date's RAW
+delivery to be complete (the `_SUCCESS` marker, `RAW_DELIVERY_MARKER`), up to
+`RAW_DELIVERY_TIMEOUT` (default 07:00). KRX holidays and weekends skip green, naming the holiday.
+Any failed task fails the run and alerts once through the configured webhook / e-mail (a quality
+gate, a missing delivery or bad settings at once, without retries), and so does a run that has
+not succeeded `PIPELINE_DEADLINE_MINUTES` after its scheduled time (a Deadline Alert; default 06:00).
 Backfill a range of trade dates with `make backfill FROM=... TO=...` (see the README).
 """
 from __future__ import annotations
+
+import datetime as dt
 
 from airflow.sdk import CronTriggerTimetable, Param, chain, dag
 
 from jobs import contract
 from lakehouse_mlops.config import PipelineConfig
 from lakehouse_mlops.deadline import deadline_alert
-from lakehouse_mlops.notify import FailureNotifier
+from lakehouse_mlops.raw_sensor import RawDeliverySensor
 from lakehouse_mlops.spark_stage import spark_stage
 from lakehouse_mlops.tasks import drift_gate_task, finish_tracking_task, publish_report_task, start_tracking_task
 
@@ -41,7 +47,11 @@ STAGES = {
 
 @dag(
     dag_id=CFG.dag_id,
-    schedule=CronTriggerTimetable(CFG.schedule, timezone=CFG.timezone),
+    # run_immediately=timedelta(0): unpausing never starts a run for a tick already past. With
+    # False, Airflow 3.3 still runs the latest tick if it lies within max(10 % of the interval,
+    # 5 min) (timetables/trigger.py _calc_first_run), so a DAG unpaused at 03:20 Seoul would start
+    # a 02:00 run for a date without RAW (tests/dags/test_timetable.py).
+    schedule=CronTriggerTimetable(CFG.schedule, timezone=CFG.timezone, run_immediately=dt.timedelta(0)),
     start_date=None,
     catchup=False,
     max_active_runs=1,
@@ -55,7 +65,9 @@ STAGES = {
 def ml_pipeline():
     chain(
         start_tracking_task(CFG),
-        *[spark_stage(stage, CFG, doc, on_failure_callback=FailureNotifier()) for stage, doc in STAGES.items()],
+        RawDeliverySensor(cfg=CFG, doc_md="Wait for the trade date's RAW delivery (marker or quiet period)."),
+        # Every task alerts on failure through CFG.default_args() (FailureNotifier).
+        *[spark_stage(stage, CFG, doc) for stage, doc in STAGES.items()],
         drift_gate_task(CFG),
         publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),

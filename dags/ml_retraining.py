@@ -2,8 +2,9 @@
 ### ml_retraining: retrain on the new regime when features drift
 
 Started by the `feature_drift_alert` asset that `ml_pipeline`'s drift gate emits (or by hand
-with a `trade_date`). Trains on the most recent days only (`RETRAINING_LOOKBACK_DAYS`), then
-runs the same champion/challenger deployment: the alias moves only if the retrained model wins.
+with a `trade_date`; several queued drift events: the latest of their dates). Trains on the most
+recent days only (`RETRAINING_LOOKBACK_DAYS`), then runs the same champion/challenger
+deployment: the alias moves only if the retrained model wins.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from airflow.sdk import Param, chain, dag
 
 from jobs import contract
 from lakehouse_mlops.config import PipelineConfig
-from lakehouse_mlops.notify import FailureNotifier
 from lakehouse_mlops.spark_stage import spark_stage
 from lakehouse_mlops.tasks import (
     FEATURE_DRIFT_ALERT,
@@ -45,8 +45,8 @@ def ml_retraining():
     env = {contract.MODEL_TRAINING: {"TRAINING_LOOKBACK_DAYS": str(CFG.retraining_lookback_days)}}
     chain(
         start_tracking_task(CFG),
-        *[spark_stage(stage, CFG, doc, env=env.get(stage), on_failure_callback=FailureNotifier())
-          for stage, doc in STAGES.items()],
+        # Every task alerts on failure through CFG.default_args() (FailureNotifier).
+        *[spark_stage(stage, CFG, doc, env=env.get(stage)) for stage, doc in STAGES.items()],
         publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),
     )

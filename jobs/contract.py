@@ -34,6 +34,7 @@ RETRAINING_STAGES = (MODEL_TRAINING, MODEL_DEPLOYMENT)
 
 # The Python tasks that frame the stages.
 START_TRACKING = "start_tracking"
+WAIT_FOR_RAW = "wait_for_raw"  # ml_pipeline's deferrable sensor for the date's RAW delivery
 DRIFT_GATE = "drift_gate"
 PUBLISH_REPORT = "publish_report"
 FINISH_TRACKING = "finish_tracking"
@@ -44,6 +45,28 @@ ML_RETRAINING = "ml_retraining"
 # The asset drift_gate emits and ml_retraining is scheduled on.
 FEATURE_DRIFT_ASSET = "feature_drift_alert"
 FEATURE_DRIFT_ASSET_URI = "lakehouse://option_ticks_db/feature_drift_alert"
+
+# How a stage's exit code tells Airflow whether a retry can help (jobs/lakehouse/cli.py writes it,
+# plugins/lakehouse_mlops/spark_stage.py reads it). The values are sysexits.h's.
+EXIT_DETERMINISTIC = 65  # EX_DATAERR: a quality gate, a missing delivery, bad settings: fail at once
+EXIT_DEPENDENCY_UNAVAILABLE = 75  # EX_TEMPFAIL: a service is down: Airflow retries with backoff
+
+# --------------------------------------------------------------------------------------------------
+# RAW deliveries: one folder per trade date; complete when the marker file is in it
+# --------------------------------------------------------------------------------------------------
+RAW_DELIVERY_MARKER_DEFAULT = "_SUCCESS"
+
+
+def raw_date_folder(raw_root: str, trade_date) -> str:
+    """The folder of one trade date's RAW files under the RAW root (local path, s3:// or s3a://)."""
+    return f"{str(raw_root).rstrip('/')}/trade_date={trade_date.isoformat()}"
+
+
+def raw_delivery_marker() -> str | None:
+    """The completion marker's file name (``RAW_DELIVERY_MARKER``); None with ``none``: quiet period."""
+    name = env("RAW_DELIVERY_MARKER", RAW_DELIVERY_MARKER_DEFAULT).strip()
+    return None if name.lower() in ("none", "off") else name
+
 
 # --------------------------------------------------------------------------------------------------
 # Iceberg tables (names inside the configured catalog and namespace)

@@ -3,11 +3,15 @@
 The daily schedule (``PIPELINE_SCHEDULE``, a cron expression read in ``PIPELINE_TIMEZONE``) fires
 once a day after the session has closed and processes the session of the day before. Cron-triggered
 runs in Airflow 3 have no data interval to speak of (start == end == run time), so the date is
-derived here, once, and handed to every stage. Standard library only (see ``jobs/contract.py``).
+derived here, once, and handed to every stage. Standard library only (see ``jobs/contract.py``),
+except for the ``holidays`` package (pinned in both environments), imported lazily by
+:func:`krx_holidays`: the KRX session calendar is the library's XKRX financial calendar, not a
+weekday rule kept by hand.
 """
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from jobs.contract import env
@@ -58,5 +62,20 @@ def logical_date_for(trade_date: dt.date, schedule: str | None = None, timezone:
     return dt.datetime.combine(trade_date + dt.timedelta(days=1), daily_run_time(schedule or pipeline_schedule()), zone)
 
 
+@lru_cache(maxsize=32)
+def krx_holidays(year: int) -> dict[dt.date, str]:
+    """The Korea Exchange's non-weekend closing days of ``year``, with their names."""
+    import holidays  # the one third-party import of this module (tests/dags/test_contract_boundary.py)
+
+    return dict(holidays.financial_holidays("XKRX", years=year).items())
+
+
+def closed_reason(day: dt.date) -> str | None:
+    """Why KRX has no session on ``day`` ("Saturday", "Chuseok", ...); None on a trading day."""
+    if day.weekday() in KRX_CLOSED_WEEKDAYS:
+        return day.strftime("%A")
+    return krx_holidays(day.year).get(day)
+
+
 def is_trading_day(day: dt.date) -> bool:
-    return day.weekday() not in KRX_CLOSED_WEEKDAYS
+    return closed_reason(day) is None

@@ -4,8 +4,9 @@
 FROM and TO are trade dates, both included. Each becomes the logical date of the run the daily
 schedule would start for it (the PIPELINE_SCHEDULE tick, in PIPELINE_TIMEZONE, of the next day),
 so Airflow's backfill (POST /api/v2/backfills) creates exactly one ml_pipeline run per trade date;
-weekend dates get a run that skips. Dates that already have a run are rerun in place by default
-(`--reprocess completed`); every stage replaces its date's partition, so the tables end up the same.
+weekend and KRX holiday dates get a run that skips (the plan names the holiday). Dates that
+already have a run are rerun in place by default (`--reprocess completed`); every stage replaces
+its date's partition, so the tables end up the same.
 Run inside the stack environment: `scripts/stack.py run -- python scripts/backfill.py ...`.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ if not __package__:  # run as a file, not as `python -m scripts.backfill`: make 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.contract import ML_PIPELINE, START_TRACKING  # noqa: E402
-from jobs.trade_calendar import is_trading_day  # noqa: E402
+from jobs.trade_calendar import closed_reason  # noqa: E402
 from scripts.devstack.airflow_api import Airflow  # noqa: E402
 from scripts.devstack.env import resolve_env  # noqa: E402
 
@@ -49,7 +50,8 @@ def print_plan(airflow: Airflow, plan: dict, args: argparse.Namespace) -> None:
           f"(reprocess {args.reprocess}, {args.max_active_runs} run(s) at a time):")
     for entry in plan.get("backfills", []):
         trade_date = airflow.trade_date_of(entry["logical_date"])
-        note = "" if is_trading_day(trade_date) else "  (weekend: the run skips)"
+        reason = closed_reason(trade_date)
+        note = f"  (KRX closed, {reason}: the run skips)" if reason else ""
         print(f"  trade date {trade_date}  <- run at logical date {entry['logical_date']}{note}")
     if not plan.get("backfills"):
         print("  nothing to run (every date already has a run; use --reprocess completed to rerun them)")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import traceback
 from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from jobs.contract import TAG_SPARK_APP_ID, TAG_SPARK_MASTER, bounded_mlflow_http
+from jobs.contract import EXIT_DETERMINISTIC, TAG_SPARK_APP_ID, TAG_SPARK_MASTER, bounded_mlflow_http
 from jobs.lakehouse.dependencies import (
     DEPENDENCY_EXIT_CODE,
     DependencyUnavailable,
@@ -23,6 +24,11 @@ from jobs.lakehouse.dependencies import (
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import spark_session
 from jobs.lakehouse.tracking import RunContext, StageTracker, stage_run
+from jobs.quality.rules import QualityGateFailed
+
+# Failures a retry cannot mend: the same data and settings fail the same way again. The stage exits
+# with EXIT_DETERMINISTIC and Airflow fails the task at once (one alert, no backoff).
+DETERMINISTIC_ERRORS = (QualityGateFailed, FileNotFoundError)
 
 # What a stage does once its run is open: (Spark or None when the stage needs none, settings,
 # who runs it, where it reports) -> None; a raised exception fails the run and the task.
@@ -46,7 +52,11 @@ def stage_cli(stage: str, body: StageBody, argv: list[str] | None = None, needs_
     parser.add_argument("--task-id", default=None)
     parser.add_argument("--try-number", type=int, default=None)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"{stage} {args.trade_date}: FAILED, bad configuration: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_DETERMINISTIC
     ctx = RunContext(stage=stage, trade_date=args.trade_date, parent_run_id=args.parent_run_id,
                      dag_id=args.dag_id, run_id=args.run_id, task_id=args.task_id,
                      try_number=args.try_number)
@@ -64,6 +74,10 @@ def stage_cli(stage: str, body: StageBody, argv: list[str] | None = None, needs_
     except DependencyUnavailable as exc:
         print(f"{stage} {ctx.trade_date}: FAILED, dependency unavailable: {exc}", file=sys.stderr)
         return DEPENDENCY_EXIT_CODE
+    except DETERMINISTIC_ERRORS as exc:
+        traceback.print_exc()  # the alert's summary reads the last "...Error: ..." line of the output
+        print(f"{stage} {ctx.trade_date}: FAILED, will not retry: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_DETERMINISTIC
     print(f"{stage} {ctx.trade_date}: done", file=sys.stderr)
     return 0
 

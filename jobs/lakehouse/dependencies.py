@@ -11,11 +11,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from jobs.contract import MODEL_DEPLOYMENT, MODEL_TRAINING, MONITORING, env, switch
+from jobs.contract import EXIT_DEPENDENCY_UNAVAILABLE, MODEL_DEPLOYMENT, MODEL_TRAINING, MONITORING, env, switch
 from jobs.lakehouse.settings import Settings, tracking_enabled
 
 # EX_TEMPFAIL (sysexits.h): a service the stage needs is down; a later retry may succeed.
-DEPENDENCY_EXIT_CODE = 75
+DEPENDENCY_EXIT_CODE = EXIT_DEPENDENCY_UNAVAILABLE
 # Stages that read or write MLflow artifacts (models, figures), which the tracking server keeps in S3.
 ARTIFACT_STAGES = (MODEL_TRAINING, MODEL_DEPLOYMENT, MONITORING)
 

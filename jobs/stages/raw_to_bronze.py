@@ -12,7 +12,7 @@ from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.contract import BRONZE, METRIC_ROWS_REJECTED, QUARANTINE_FILES, RAW_TO_BRONZE
+from jobs.contract import BRONZE, METRIC_ROWS_REJECTED, QUARANTINE_FILES, RAW_TO_BRONZE, raw_date_folder
 from jobs.lakehouse.cli import stage_cli
 from jobs.lakehouse.gates import gates_enabled, quality_gate
 from jobs.lakehouse.raw_files import FileRejection, LoadedFile, list_raw_files, read_raw_file
@@ -25,7 +25,7 @@ from jobs.transforms.bronze import CORRUPT, to_bronze
 
 
 def raw_date_path(raw_root: str, trade_date: dt.date) -> str:
-    return f"{raw_root.rstrip('/')}/trade_date={trade_date.isoformat()}"
+    return raw_date_folder(raw_root, trade_date)
 
 
 def file_quarantine_frame(spark: SparkSession, rejections: list[FileRejection], trade_date: dt.date,

@@ -23,7 +23,7 @@ import sys
 
 import pyarrow.parquet as pq
 
-from jobs.synthetic.raw_ticks import KST, generate_ticks, parse_trade_dates, resolve_target
+from jobs.synthetic.raw_ticks import KST, generate_ticks, parse_trade_dates, resolve_target, write_delivery_marker
 
 SEQ_OFFSET = 10_000_000  # vendor B numbers its messages apart from the main feed
 
@@ -126,6 +126,7 @@ def write(root: str, trade_date: dt.date, **kwargs) -> dict:
             with open(tmp, "wb") as fh:
                 fh.write(content)
             os.replace(tmp, os.path.join(folder, name))
+    write_delivery_marker(root, trade_date)  # after the last file: the delivery is complete
     return expected
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.contract import raw_delivery_marker
+
 UNDERLYING = "KOSPI200"
 TIMEZONE = "Asia/Seoul"
 # Korea has had no DST since 1988; a fixed offset avoids depending on a tz database here.
@@ -364,13 +366,33 @@ def resolve_target(root: str, trade_date: date) -> tuple[str, str]:
     return "local", os.path.join(os.path.abspath(root), raw_file_name(trade_date))
 
 
+def write_delivery_marker(root: str, trade_date: date) -> str | None:
+    """Declare the date's delivery complete: the empty marker file (``RAW_DELIVERY_MARKER``, default
+    ``_SUCCESS``) in its folder, written after the data files (plugins/lakehouse_mlops/delivery.py)."""
+    marker = raw_delivery_marker()
+    if marker is None:
+        return None
+    kind, target = resolve_target(root, trade_date)
+    path = f"{target.rsplit('/', 1)[0] if kind == 's3' else os.path.dirname(target)}/{marker}"
+    if kind == "s3":
+        with _s3_filesystem().open_output_stream(path) as out:
+            out.write(b"")
+        return "s3://" + path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb"):
+        pass
+    return path
+
+
 def write_raw(table: pa.Table, root: str, trade_date: date) -> str:
-    """Write the day's single Parquet file, replacing any previous one so reruns are idempotent."""
+    """Write the day's single Parquet file, replacing any previous one so reruns are idempotent,
+    then the delivery's completion marker."""
     kind, target = resolve_target(root, trade_date)
     if kind == "s3":
         # An S3 object only becomes visible when the upload completes: no partial reads.
         fs = _s3_filesystem()
         pq.write_table(table, target, filesystem=fs, compression="zstd")
+        write_delivery_marker(root, trade_date)
         return "s3://" + target
 
     directory, name = os.path.split(target)
@@ -383,6 +405,7 @@ def write_raw(table: pa.Table, root: str, trade_date: date) -> str:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    write_delivery_marker(root, trade_date)
     return target
 
 

@@ -13,6 +13,12 @@ from jobs.trade_calendar import pipeline_schedule, pipeline_timezone
 _REPO = Path(__file__).resolve().parents[2]
 
 
+def _lakehouse_home() -> Path:
+    """LAKEHOUSE_HOME as the jobs read it (jobs/lakehouse/settings.py): relative to the repository."""
+    home = Path(env("LAKEHOUSE_HOME", str(_REPO / "var" / "stack")))
+    return home if home.is_absolute() else (_REPO / home).resolve()
+
+
 def _minutes(value: str) -> int:
     """Whole minutes; ``off``/``none``/``0`` disable."""
     return 0 if value.strip().lower() in ("off", "none", "false", "disabled") else int(value)
@@ -42,10 +48,20 @@ class PipelineConfig:
     drift_share_threshold: float
     retraining_lookback_days: int
     deadline_minutes: int = 240  # after the scheduled time; 0 disables (lakehouse_mlops/deadline.py)
+    # The RAW delivery wait (lakehouse_mlops/delivery.py, raw_sensor.py)
+    raw_ticks_path: str = ""
+    raw_delivery_marker: str | None = contract.RAW_DELIVERY_MARKER_DEFAULT
+    raw_delivery_quiet_seconds: float = 300.0
+    raw_delivery_timeout: str = "07:00"
+    raw_delivery_poll_seconds: float = 60.0
 
     def default_args(self) -> dict:
-        """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit."""
+        """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit, and
+        the failure alert on every task (Python tasks too: a failure never goes unnoticed)."""
+        from lakehouse_mlops.notify import FailureNotifier
+
         return {
+            "on_failure_callback": [FailureNotifier()],
             "owner": "data-team",
             "retries": self.retries,
             "retry_delay": dt.timedelta(seconds=self.retry_delay_seconds),
@@ -80,4 +96,9 @@ class PipelineConfig:
             drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", "0.3")),
             retraining_lookback_days=int(env("RETRAINING_LOOKBACK_DAYS", "5")),
             deadline_minutes=_minutes(env("PIPELINE_DEADLINE_MINUTES", "240")),
+            raw_ticks_path=env("RAW_TICKS_PATH") or str(_lakehouse_home() / "raw" / "ticks"),
+            raw_delivery_marker=contract.raw_delivery_marker(),
+            raw_delivery_quiet_seconds=float(env("RAW_DELIVERY_QUIET_SECONDS", "300")),
+            raw_delivery_timeout=env("RAW_DELIVERY_TIMEOUT", "07:00"),
+            raw_delivery_poll_seconds=float(env("RAW_DELIVERY_POLL_SECONDS", "60")),
         )

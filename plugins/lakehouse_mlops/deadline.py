@@ -13,7 +13,9 @@ plugin in ``plugins/lakehouse_mlops_plugin.py``):
 - manual and backfill runs: only if that moment is still ahead when the run is created, i.e.
   a hand-started run of today's date is watched like the scheduled one, while reruns and
   backfills of past dates (whose deadline passed long ago) do not raise alerts by the dozen;
-- runs without a logical date: never.
+- runs without a logical date: never;
+- runs for a day KRX is closed (a holiday or a weekend, ``jobs.trade_calendar``): never, they
+  skip by design and nobody waits for them.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import AsyncCallback, BaseDeadlineReference, DeadlineAlert
 
 from jobs import contract
-from jobs.trade_calendar import DEFAULT_TIMEZONE, resolve_trade_date
+from jobs.trade_calendar import DEFAULT_TIMEZONE, is_trading_day, pipeline_timezone, resolve_trade_date
 from lakehouse_mlops.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,22 @@ class DailyRunDeadline(BaseDeadlineReference):
         run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
         if run is None:
             return None
-        return reference_time(run.run_type, run.logical_date, self.minutes, dt.datetime.now(dt.UTC))
+        try:
+            trade_date = resolve_trade_date((getattr(run, "conf", None) or {}).get("trade_date"),
+                                            run.logical_date or getattr(run, "run_after", None),
+                                            pipeline_timezone())
+        except ValueError:
+            trade_date = None  # start_tracking fails such a run (and alerts); keep the deadline
+        return reference_time(run.run_type, run.logical_date, self.minutes, dt.datetime.now(dt.UTC),
+                              trade_date)
 
 
 def reference_time(run_type, logical_date: dt.datetime | None, minutes: int,
-                   now: dt.datetime) -> dt.datetime | None:
+                   now: dt.datetime, trade_date: dt.date | None = None) -> dt.datetime | None:
     """The rule above, as a pure function: the logical date, or None for runs without a deadline."""
     if logical_date is None:
+        return None
+    if trade_date is not None and not is_trading_day(trade_date):
         return None
     if str(getattr(run_type, "value", run_type)) == "scheduled":
         return logical_date

@@ -14,6 +14,7 @@ import urllib.request
 from email.message import EmailMessage
 
 from airflow.sdk import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
 
 from jobs import contract
 from jobs.contract import env
@@ -95,8 +96,34 @@ def task_log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None)
     return f"{url}?try_number={try_number}" if try_number else url
 
 
+class AlreadyAlerted(AirflowFailException):
+    """Fails a task (and so the DAG run) for failures whose own task has alerted already.
+
+    finish_tracking raises it when a stage, the sensor or tracking failed: the run must end failed,
+    but the person was paged once, by the task that failed; FailureNotifier sends nothing for it.
+    """
+
+
+def _trade_date(ti, context) -> str | None:
+    try:
+        started = ti.xcom_pull(task_ids=contract.START_TRACKING) if ti is not None else None
+    except Exception:  # the failure may be in start_tracking itself
+        started = None
+    if (started or {}).get("trade_date"):
+        return started["trade_date"]
+    from lakehouse_mlops.tasks import _requested_trade_date  # lazy: tasks imports this module
+
+    try:
+        return _requested_trade_date(context)
+    except Exception:
+        return None
+
+
 class FailureNotifier(BaseNotifier):
-    """on_failure_callback: who failed, for which trade date, why, and where the log is."""
+    """on_failure_callback of every task: who failed, for which trade date, why, where the log is.
+
+    An exception with an ``alert_title`` (the RAW sensor's timeout) gives the alert its title.
+    """
 
     def notify(self, context) -> None:
         ti = context.get("ti") or context.get("task_instance")
@@ -104,17 +131,16 @@ class FailureNotifier(BaseNotifier):
         dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "?")
         run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "?")
         task_id = getattr(ti, "task_id", "?")
-        started = None
-        try:
-            started = ti.xcom_pull(task_ids=contract.START_TRACKING) if ti is not None else None
-        except Exception:  # the failure may be in start_tracking itself
-            pass
         error = context.get("exception")
-        send_alert(f"Airflow task failed: {dag_id}.{task_id}", {
+        if isinstance(error, AlreadyAlerted):
+            log.info("not alerting for %s.%s: %s", dag_id, task_id, error)
+            return
+        title = getattr(error, "alert_title", None) or f"Airflow task failed: {dag_id}.{task_id}"
+        send_alert(title, {
             "dag": dag_id,
             "task": task_id,
             "run": run_id,
-            "trade_date": (started or {}).get("trade_date") or (context.get("params") or {}).get("trade_date"),
+            "trade_date": _trade_date(ti, context),
             "try": getattr(ti, "try_number", None),
             "error": summarize_error(error),
             "log_url": task_log_url(dag_id, run_id, task_id, getattr(ti, "try_number", None)),

@@ -1,9 +1,12 @@
 """One factory for every Spark stage task, so all stages are submitted the same way."""
 from __future__ import annotations
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+import re
 
-from jobs.contract import START_TRACKING
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from jobs.contract import EXIT_DETERMINISTIC, START_TRACKING
 from lakehouse_mlops.config import PipelineConfig
 
 # What start_tracking returned (trade date, parent run id), as a Jinja expression.
@@ -19,11 +22,38 @@ STAGE_ARGS = [
 ]
 
 
+_ERROR_CODE = re.compile(r"Error code is: (\d+)\.")
+
+
+def exit_code(hook, error: BaseException) -> int | None:
+    """spark-submit's exit code: the hook's finished process, else the one its error message quotes."""
+    code = getattr(getattr(hook, "_submit_sp", None), "returncode", None)
+    if code is None and (m := _ERROR_CODE.search(str(error))):
+        code = int(m.group(1))
+    return code
+
+
+class StageSubmitOperator(SparkSubmitOperator):
+    """spark-submit that tells a deterministic failure (exit EXIT_DETERMINISTIC) from a transient one.
+
+    A quality gate, a missing delivery or bad settings fail the same way on every try, so the task
+    fails at once (AirflowFailException: no retry, one alert); any other exit code retries as usual.
+    """
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except Exception as exc:  # the hook raises AirflowException (provider compat class)
+            if exit_code(self._hook, exc) == EXIT_DETERMINISTIC:
+                raise AirflowFailException(f"{exc}\n(exit {EXIT_DETERMINISTIC}: deterministic, not retried)") from exc
+            raise
+
+
 def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "", env: dict[str, str] | None = None,
                 **kwargs) -> SparkSubmitOperator:
-    """A SparkSubmitOperator running ``jobs/stages/<stage>.py`` on the configured master."""
+    """A StageSubmitOperator running ``jobs/stages/<stage>.py`` on the configured master."""
     repo = str(cfg.jobs_dir.parent)
-    return SparkSubmitOperator(
+    return StageSubmitOperator(
         task_id=stage,
         doc_md=doc or None,
         application=str(cfg.jobs_dir / "stages" / f"{stage}.py"),

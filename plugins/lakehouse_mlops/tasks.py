@@ -1,15 +1,17 @@
 """The Python tasks that frame the Spark stages, shared by the pipeline and retraining DAGs."""
 from __future__ import annotations
 
+import datetime as dt
+
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from jobs import contract
-from jobs.trade_calendar import is_trading_day, resolve_trade_date
+from jobs.trade_calendar import closed_reason, resolve_trade_date
 from lakehouse_mlops import parent_run
 from lakehouse_mlops.config import PipelineConfig
-from lakehouse_mlops.notify import send_alert
+from lakehouse_mlops.notify import AlreadyAlerted, send_alert
 from lakehouse_mlops.spark_stage import STARTED
 
 # publish_report exits with this when nothing was tracked; Airflow marks the task skipped.
@@ -21,26 +23,44 @@ FEATURE_DRIFT_ALERT = Asset(name=contract.FEATURE_DRIFT_ASSET, uri=contract.FEAT
 
 
 def _requested_trade_date(context) -> str | None:
-    """An explicit date: the trigger form's parameter, else the asset event that started the run."""
+    """An explicit date: the trigger form's parameter, else the asset events that started the run.
+
+    Several drift events can be queued behind a running retraining and start one run together:
+    it retrains up to the latest of their dates (retraining on an older one would move backwards).
+    A value that is not a date is returned as is (when no valid one is there) so it fails loudly.
+    """
     requested = (context.get("params") or {}).get("trade_date")
     if requested:
         return requested
-    for events in (context.get("triggering_asset_events") or {}).values():
-        for event in events:
-            if (event.extra or {}).get("trade_date"):
-                return event.extra["trade_date"]
-    return None
+    dates = [event.extra["trade_date"] for events in (context.get("triggering_asset_events") or {}).values()
+             for event in events if (event.extra or {}).get("trade_date")]
+    valid = []
+    for value in dates:
+        try:
+            valid.append(dt.date.fromisoformat(str(value)))
+        except ValueError:
+            pass
+    if valid:
+        return max(valid).isoformat()
+    return dates[0] if dates else None
 
 
 def start_tracking_task(cfg: PipelineConfig):
     @task(task_id=contract.START_TRACKING)
     def start_tracking(**context) -> dict:
-        """Decide the trade date and open this DAG run's MLflow parent run."""
+        """Decide the trade date and open this DAG run's MLflow parent run.
+
+        A bad trade date (form or asset event) fails at once, without retries; a KRX holiday or a
+        weekend skips the run (green, nobody paged) with the closing's name as the reason.
+        """
         dag_run = context["dag_run"]
-        trade_date = resolve_trade_date(
-            _requested_trade_date(context), dag_run.logical_date or dag_run.run_after, cfg.timezone)
-        if not is_trading_day(trade_date):
-            raise AirflowSkipException(f"{trade_date} is not a KRX trading day; nothing to process")
+        try:
+            trade_date = resolve_trade_date(
+                _requested_trade_date(context), dag_run.logical_date or dag_run.run_after, cfg.timezone)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        if reason := closed_reason(trade_date):
+            raise AirflowSkipException(f"{trade_date} is not a KRX trading day ({reason}); nothing to process")
         parent = parent_run.open_parent_run(
             cfg, dag_run.dag_id, dag_run.run_id, trade_date,
             contract.dag_run_url(cfg.airflow_ui_url, dag_run.dag_id, dag_run.run_id))
@@ -52,15 +72,32 @@ def start_tracking_task(cfg: PipelineConfig):
 def finish_tracking_task(cfg: PipelineConfig, stages: list[str]):
     @task(task_id=contract.FINISH_TRACKING, trigger_rule="all_done")
     def finish_tracking(**context) -> dict:
-        """Close the parent run with the outcome of every stage; fail the DAG run if one failed."""
-        started = context["ti"].xcom_pull(task_ids=contract.START_TRACKING)
+        """Close the parent run with the outcome of every stage; fail the DAG run if any task failed.
+
+        The only leaf of the DAG, so the run's state is this task's: it never skips when something
+        upstream failed (Airflow counts a skipped leaf as success). It raises AlreadyAlerted for
+        failures whose own task alerted, so nobody is paged twice; a failure of its own alerts.
+        """
+        ti, dag_run = context["ti"], context["dag_run"]
+        others = [t for t in context["dag"].task_ids if t != contract.FINISH_TRACKING]
+        states = parent_run.task_states(ti, dag_run.dag_id, dag_run.run_id, others)
+        failed = [t for t in others if states.get(t) in ("failed", "upstream_failed")]
+        started = ti.xcom_pull(task_ids=contract.START_TRACKING)
         if not started:
-            raise AirflowSkipException("the run was skipped before tracking started")
-        dag_run = context["dag_run"]
-        states = parent_run.task_states(context["ti"], dag_run.dag_id, dag_run.run_id, stages)
-        failed = parent_run.close_parent_run(cfg, started["parent_run_id"], states, stages)
+            if states.get(contract.START_TRACKING) == "skipped":
+                raise AirflowSkipException("the run was skipped before tracking started")
+            raise AlreadyAlerted(f"tracking never started ({contract.START_TRACKING}: "
+                                 f"{states.get(contract.START_TRACKING)})")
+        try:
+            failed_stages = parent_run.close_parent_run(cfg, started["parent_run_id"], states, stages)
+        except Exception as exc:
+            if failed:  # most likely the same outage the failed task alerted about
+                raise AlreadyAlerted(f"did not succeed: {', '.join(failed)}; the MLflow parent run "
+                                     f"could not be closed either: {exc}") from exc
+            raise
+        failed += [s for s in failed_stages if s not in failed]
         if failed:
-            raise AirflowFailException(f"stages did not succeed: {', '.join(failed)}")
+            raise AlreadyAlerted(f"did not succeed: {', '.join(failed)}")
         return {**started, "stages": states}
 
     return finish_tracking()

@@ -88,3 +88,37 @@ def test_the_error_summary_is_the_jobs_own_exception_not_the_command_line():
                                           "(max_rejected_share)")
     assert summarize_error(RuntimeError("boom")) == "RuntimeError: boom"
     assert summarize_error(None) == "unknown"
+
+
+def test_already_alerted_failures_send_nothing(receiver):
+    """finish_tracking fails the run for failures the failed task itself has paged about."""
+    from lakehouse_mlops.notify import AlreadyAlerted
+
+    FailureNotifier().notify({"ti": FakeTI(), "dag_run": FakeDagRun(),
+                              "exception": AlreadyAlerted("did not succeed: bronze_to_silver")})
+    assert receiver == []
+
+
+def test_a_missing_delivery_is_one_alert_titled_with_what_is_missing(receiver):
+    from lakehouse_mlops.raw_sensor import DeliveryNotComplete
+
+    error = DeliveryNotComplete("RAW for 2026-11-24 not delivered by 07:00 Asia/Seoul\n"
+                                "/data/raw/ticks/trade_date=2026-11-24: 0 data file(s), no marker _SUCCESS yet")
+    FailureNotifier().notify({"ti": FakeTI(), "dag_run": FakeDagRun(), "exception": error})
+    assert len(receiver) == 1
+    assert receiver[0]["title"] == "RAW for 2026-11-24 not delivered by 07:00 Asia/Seoul"
+    assert receiver[0]["trade_date"] == "2026-11-24" and receiver[0]["task"] == "bronze_to_silver"
+
+
+def test_a_failure_before_tracking_still_names_the_trade_date(receiver):
+    """start_tracking itself failed (MLflow down): the date comes from the form or the asset event."""
+
+    class NoXcomTI(FakeTI):
+        task_id = "start_tracking"
+
+        def xcom_pull(self, task_ids):
+            return None
+
+    FailureNotifier().notify({"ti": NoXcomTI(), "dag_run": FakeDagRun(), "params": {"trade_date": "2026-11-30"},
+                              "exception": ConnectionError("MLflow at http://127.0.0.1:5000 refused")})
+    assert receiver[0]["trade_date"] == "2026-11-30" and receiver[0]["task"] == "start_tracking"

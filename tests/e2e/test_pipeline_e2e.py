@@ -185,14 +185,14 @@ def test_champion_is_registered_and_its_artifacts_live_in_seaweedfs(pipeline, cl
     assert model.metadata.signature is not None
 
 
-def test_failed_stage_runs_end_failed_with_the_error(pipeline, client, experiment_id):
+def test_a_date_whose_raw_never_came_starts_no_spark_job(pipeline, client, experiment_id):
+    """Its 07:00 deadline is long past: wait_for_raw fails on its first try, Bronze never starts."""
     parent = parent_of(client, experiment_id, pipeline.runs["missing"])
-    tries = [c for c in children_of(client, experiment_id, parent.info.run_id)
-             if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
-    assert sorted(int(c.data.tags["airflow.try_number"]) for c in tries) == [1, 2, 3]
-    for run in tries:
-        assert run.info.status == "FAILED"
-        assert "no RAW ticks for 2026-11-23" in run.data.tags["error"]
+    assert not [c for c in children_of(client, experiment_id, parent.info.run_id)
+                if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
+    states = pipeline.airflow.task_states(pipeline.runs["missing"])
+    assert states["wait_for_raw"] == "failed" and states["raw_to_bronze"] == "upstream_failed"
+    assert states["finish_tracking"] == "failed"  # the run is red, not green with skipped leaves
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -326,13 +326,14 @@ def test_a_drifted_date_alerts_and_triggers_retraining(pipeline, client, experim
 
 
 def test_a_failed_task_alerts_with_date_error_and_log_link(pipeline):
-    failures = [m for m in pipeline.webhook.messages if m["title"].startswith("Airflow task failed")]
-    assert len(failures) == 1  # once, after the last retry, not per try
+    failures = [m for m in pipeline.webhook.messages if m.get("run") == pipeline.runs["missing"]]
+    assert len(failures) == 1  # once: not per try, and finish_tracking does not page again
     alert = failures[0]
-    assert alert["dag"] == "ml_pipeline" and alert["task"] == "raw_to_bronze"
+    assert alert["title"] == f"RAW for {MISSING_DATE} not delivered by 07:00 Asia/Seoul"
+    assert alert["dag"] == "ml_pipeline" and alert["task"] == "wait_for_raw"
     assert alert["trade_date"] == MISSING_DATE.isoformat()
-    assert "no RAW ticks" in alert["error"]
-    assert alert["log_url"].startswith(pipeline.stack.env["AIRFLOW_UI_URL"]) and "try_number=3" in alert["log_url"]
+    assert "not delivered" in alert["error"]
+    assert alert["log_url"].startswith(pipeline.stack.env["AIRFLOW_UI_URL"]) and "try_number=1" in alert["log_url"]
 
 
 def test_the_morning_report_shows_the_run(pipeline, client, experiment_id, tmp_path):

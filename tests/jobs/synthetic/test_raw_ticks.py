@@ -300,8 +300,19 @@ def test_write_raw_path_roundtrip_and_idempotent_rewrite(tmp_path, dirty):
     assert expected.read_bytes() == first_bytes
     smaller = dirty.slice(0, 100)
     assert g.write_raw(smaller, str(tmp_path), DAY) == path
-    assert os.listdir(expected.parent) == [expected.name]
+    assert sorted(os.listdir(expected.parent)) == ["_SUCCESS", expected.name]  # + the delivery marker
     assert pq.read_table(path).equals(smaller)
+
+
+def test_the_delivery_marker_follows_the_data_and_follows_raw_delivery_marker(tmp_path, dirty, monkeypatch):
+    """ml_pipeline's wait_for_raw starts Bronze once the marker is there (plugins/lakehouse_mlops/delivery.py)."""
+    path = Path(g.write_raw(dirty, str(tmp_path / "a"), DAY))
+    marker = path.parent / "_SUCCESS"
+    assert marker.stat().st_size == 0 and marker.stat().st_mtime_ns >= path.stat().st_mtime_ns
+    monkeypatch.setenv("RAW_DELIVERY_MARKER", "DELIVERED.done")
+    assert sorted(os.listdir(Path(g.write_raw(dirty, str(tmp_path / "b"), DAY)).parent))[0] == "DELIVERED.done"
+    monkeypatch.setenv("RAW_DELIVERY_MARKER", "none")  # the quiet-period convention: no marker
+    assert os.listdir(Path(g.write_raw(dirty, str(tmp_path / "c"), DAY)).parent) == [path.name]
 
 
 @pytest.mark.parametrize(
