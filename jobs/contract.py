@@ -126,6 +126,28 @@ ROLLUP_METRICS = (METRIC_ROWS_IN, METRIC_ROWS_OUT, METRIC_ROWS_REJECTED, METRIC_
 CHAMPION = "champion"
 PREVIOUS = "previous"
 
+# The experiment is a model-training one in MLflow 3's UI (opens on its training runs, not the GenAI
+# view). Values from the UI's ExperimentKind enum (mlflow/server/js, MLflow 3.17).
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+EXPERIMENT_TAGS = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING}
+# Kinds nobody chose (empty, or the UI's own guesses): replaced by ours; an explicit kind is kept.
+_UNCHOSEN_EXPERIMENT_KINDS = ("", "no_inferred_type", "genai_development_inferred",
+                              "custom_model_development_inferred")
+
+# The morning report on the parent run (jobs/report/publish.py logs it under this artifact path).
+REPORT_HTML_ARTIFACT = "report/morning_report.html"
+REPORT_PNG_ARTIFACT = "report/morning_report.png"
+
+
+def missing_experiment_tags(tags: dict[str, str] | None) -> dict[str, str]:
+    """The EXPERIMENT_TAGS an existing experiment lacks (set them idempotently, with set_experiment_tag)."""
+    tags = tags or {}
+    missing = {k: v for k, v in EXPERIMENT_TAGS.items() if k not in tags}
+    if tags.get(TAG_EXPERIMENT_KIND, "") in _UNCHOSEN_EXPERIMENT_KINDS:
+        missing[TAG_EXPERIMENT_KIND] = EXPERIMENT_KIND_TRAINING
+    return missing
+
 # --------------------------------------------------------------------------------------------------
 # MLflow run filters: one spelling of "this DAG run's parent" and "its child runs"
 # --------------------------------------------------------------------------------------------------
@@ -196,8 +218,23 @@ def task_url(airflow_ui: str, dag_id: str, run_id: str, task_id: str) -> str:
     return f"{dag_run_url(airflow_ui, dag_id, run_id)}/tasks/{quote(task_id)}"
 
 
+# MLflow 3.17's UI picks its "GenAI" or "Model training" view from this query parameter, else from
+# the browser's last choice (GenAI by default), whatever the experiment's kind tag says: every link
+# we hand out opens the training view.
+MLFLOW_UI_QUERY = "workflowType=machine_learning"
+
+
+def mlflow_experiment_url(mlflow_ui: str, experiment_id: str) -> str:
+    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}?{MLFLOW_UI_QUERY}"
+
+
 def mlflow_run_url(mlflow_ui: str, experiment_id: str, run_id: str) -> str:
-    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MLFLOW_UI_QUERY}"
+
+
+def mlflow_artifact_url(mlflow_ui: str, experiment_id: str, run_id: str, path: str) -> str:
+    """The MLflow UI showing one artifact of a run (e.g. REPORT_HTML_ARTIFACT)."""
+    return f"{mlflow_ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}?{MLFLOW_UI_QUERY}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,16 +21,18 @@ def _client(cfg: PipelineConfig):
 
 
 def _experiment_id(client, name: str) -> str:
+    """The pipeline's experiment, created as (or made) a model-training one (contract.EXPERIMENT_TAGS)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags=dict(contract.EXPERIMENT_TAGS))
+        except Exception:  # created concurrently by another run
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    for key, value in contract.missing_experiment_tags(exp.tags).items():
+        client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def find_parent_run(client, experiment_id: str, dag_id: str, run_id: str):
@@ -58,12 +60,31 @@ def open_parent_run(cfg: PipelineConfig, dag_id: str, run_id: str, trade_date: d
             contract.TAG_DAG_ID: dag_id,
             contract.TAG_RUN_ID: run_id,
             contract.TAG_AIRFLOW_URL: airflow_url,
-            contract.TAG_NOTE: (f"Airflow DAG run `{run_id}` for trade date {trade_date}. "
-                                f"[Open it in Airflow]({airflow_url})"),
+            contract.TAG_NOTE: run_note(run_id, trade_date, airflow_url, health="running"),
         },
     )
     client.log_param(run.info.run_id, "trade_date", trade_date.isoformat())
     return run.info.run_id
+
+
+def health_summary(task_states: dict[str, str | None], stages: list[str]) -> str:
+    """One line a person reads first: "7/7 stages succeeded", or which ones did not and how."""
+    ok = [s for s in stages if task_states.get(s) == "success"]
+    line = f"{len(ok)}/{len(stages)} stages succeeded"
+    bad = [f"{s} {task_states.get(s) or 'not run'}" for s in stages if s not in ok]
+    return f"{line}; {', '.join(bad)}" if bad else line
+
+
+def run_note(run_id: str, trade_date, airflow_url: str, health: str, report_url: str | None = None,
+             error: str | None = None) -> str:
+    """The parent run's description (``mlflow.note.content``, Markdown): health first, then links."""
+    lines = [f"**{health}** — Airflow DAG run `{run_id}` for trade date {trade_date}.", "",
+             f"- [Airflow run]({airflow_url})"]
+    if report_url:
+        lines.append(f"- [Morning report]({report_url}) (artifact `{contract.REPORT_HTML_ARTIFACT}`)")
+    if error:
+        lines += ["", f"Error: {error[:1000]}"]
+    return "\n".join(lines)
 
 
 def task_states(ti, dag_id: str, run_id: str, task_ids: list[str]) -> dict[str, str | None]:
@@ -87,6 +108,14 @@ def child_runs(cfg: PipelineConfig, parent_run_id: str) -> dict[str, object]:
     return contract.latest_per_stage(runs)
 
 
+def _has_artifact(client, run_id: str, path: str) -> bool:
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    try:
+        return any(f.path == path for f in client.list_artifacts(run_id, folder))
+    except Exception:  # the artifact store is down: the note goes without the link, the run still closes
+        return False
+
+
 def close_parent_run(cfg: PipelineConfig, parent_run_id: str, task_states: dict[str, str | None],
                      stages: list[str]) -> list[str]:
     """Roll stage figures up to the parent, end it FINISHED or FAILED; return the failed stages."""
@@ -108,6 +137,16 @@ def close_parent_run(cfg: PipelineConfig, parent_run_id: str, task_states: dict[
         errors = [f"{s}: {children[s].data.tags.get(contract.TAG_ERROR, task_states.get(s))}" if s in children
                   else f"{s}: {task_states.get(s) or 'not run'}" for s in failed]
         tags[contract.TAG_ERROR] = "; ".join(str(e) for e in errors)[:4900]
+    parent = client.get_run(parent_run_id)
+    ptags = parent.data.tags
+    report_url = None
+    if _has_artifact(client, parent_run_id, contract.REPORT_HTML_ARTIFACT):  # publish_report ran before
+        report_url = contract.mlflow_artifact_url(cfg.mlflow_ui_url, parent.info.experiment_id, parent_run_id,
+                                                  contract.REPORT_HTML_ARTIFACT)
+    tags[contract.TAG_NOTE] = run_note(ptags.get(contract.TAG_RUN_ID, "?"),
+                                       ptags.get(contract.TAG_TRADE_DATE, "?"),
+                                       ptags.get(contract.TAG_AIRFLOW_URL, cfg.airflow_ui_url),
+                                       health_summary(task_states, stages), report_url, tags.get(contract.TAG_ERROR))
     for key, value in tags.items():
         client.set_tag(parent_run_id, key, value)
     client.set_terminated(parent_run_id, status="FAILED" if failed else "FINISHED")

@@ -19,6 +19,62 @@ from pathlib import Path
 PLACEHOLDER = "change-me"
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
 
+# The one form of KEY=VALUE that a POSIX shell (`set -a; . ./.env`), Docker Compose and
+# python-dotenv all read alike (README "Configuration"): no blanks around `=`; the value bare (only
+# the characters below: no blanks, globs, `$`, `~`, quotes or `#`), or in single quotes (literal
+# everywhere; no `'` or backslash inside, which python-dotenv and Compose would unescape but a
+# shell would not; no `${`, which python-dotenv expands even there), or in double quotes (no `$`,
+# back-tick, `"` or backslash inside: no expansion, no escapes); then optionally blanks and a
+# `# comment`.
+_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
+_PORTABLE = re.compile(r"(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*="
+                       r"""(?:[A-Za-z0-9_@%+=:,./-]*|'(?:[^'\\\n$]|\$(?!\{))*'|"[^"$`\\\n]*")(?:[ \t]+#.*)?""")
+
+
+def format_value(value: str) -> str:
+    """``value`` written so that a shell, Docker Compose and python-dotenv all read it back unchanged.
+
+    Bare when it is made of harmless characters, else single-quoted (literal, so `$`, `*`, `#` and
+    JSON are safe), else double-quoted (a value holding `'`). A value with both `'` and `$`, a
+    `${`, a backslash or a newline has no such form: refused rather than written ambiguously.
+    """
+    if "${" in value:
+        raise ValueError(f"python-dotenv expands ${{...}} even in single quotes: {value!r}")
+    if _BARE.fullmatch(value):
+        return value
+    if not any(c in value for c in "'\\\n\r"):
+        return f"'{value}'"
+    if not any(c in value for c in '"$`\\\n\r'):
+        return f'"{value}"'
+    raise ValueError(f"no quoting reads the same in sh, Compose and python-dotenv: {value!r}")
+
+
+def portable(line: str) -> bool:
+    """Whether an assignment line is in the form every tool reads alike (see ``_PORTABLE``)."""
+    return bool(_PORTABLE.fullmatch(line.rstrip("\r\n")))
+
+
+def parse_value(raw: str) -> str:
+    """The value of the text after ``=``, read as a POSIX shell would (and Compose, python-dotenv).
+
+    Single quotes: literal up to the next `'`. Double quotes: a backslash escapes `$`, back-tick,
+    `"` and itself, as in sh. Unquoted: up to blanks followed by `#` (an inline comment), trimmed.
+    No interpolation: `.env.example` and `make env` never put a `$` where a tool would expand it.
+    """
+    raw = raw.strip()
+    if raw[:1] == "'" and "'" in raw[1:]:
+        return raw[1:raw.index("'", 1)]
+    if raw[:1] == '"':
+        out, i = [], 1
+        while i < len(raw) and raw[i] != '"':
+            if raw[i] == "\\" and i + 1 < len(raw) and raw[i + 1] in '$`"\\':
+                i += 1
+            out.append(raw[i])
+            i += 1
+        if i < len(raw):
+            return "".join(out)
+    return re.sub(r"\s+#.*$", "", raw).strip()
+
 
 def parse_line(line: str) -> tuple[str, str] | None:
     """Return (key, value) for an assignment line, None for comments and blanks."""
@@ -27,14 +83,11 @@ def parse_line(line: str) -> tuple[str, str] | None:
     m = _LINE.match(line.rstrip("\r\n"))
     if not m:
         return None
-    value = m.group(2).strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return m.group(1), value
+    return m.group(1), parse_value(m.group(2))
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a dotenv file (KEY=VALUE, comments, optional quotes; no interpolation)."""
+    """Parse a dotenv file (KEY=VALUE, comments, quotes as in sh; no interpolation)."""
     result: dict[str, str] = {}
     if not path.exists():
         return result
@@ -73,7 +126,21 @@ def _fill(line: str, generated: list[str]) -> str:
         return line
     key = parsed[0]
     generated.append(key)
-    return f"{key}={generate_secret(key)}\n"
+    return f"{key}={format_value(generate_secret(key))}\n"
+
+
+def _requote(line: str, requoted: list[str]) -> str:
+    """An assignment line another tool would misread (say ``PIPELINE_SCHEDULE=0 2 * * *``) rewritten
+    in the portable form, with the value it had for this parser; other lines unchanged."""
+    parsed = parse_line(line)
+    if parsed is None or portable(line) or "$" in line:  # a `$` may be meant for the shell: left alone
+        return line
+    try:
+        text = f"{parsed[0]}={format_value(parsed[1])}\n"
+    except ValueError:
+        return line
+    requoted.append(parsed[0])
+    return text
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -96,7 +163,8 @@ def ensure_env(path: Path, example: Path, force: bool = False, log=None) -> list
     """Create `path` from `example`, or complete an existing one; return the generated names.
 
     An existing file keeps its values: only variables missing from it are appended (with their
-    comments from the example), and leftover ``change-me`` placeholders are filled.
+    comments from the example), leftover ``change-me`` placeholders are filled, and values another
+    tool would misread (an unquoted ``0 2 * * *`` from an older example) are quoted.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     path, example = Path(path), Path(example)
@@ -113,7 +181,8 @@ def ensure_env(path: Path, example: Path, force: bool = False, log=None) -> list
     if current_lines and not current_lines[-1].endswith("\n"):
         current_lines[-1] += "\n"
     present = {p[0] for p in map(parse_line, current_lines) if p}
-    filled = [_fill(line, generated) for line in current_lines]
+    requoted: list[str] = []
+    filled = [_fill(_requote(line, requoted), generated) for line in current_lines]
 
     appended: list[str] = []
     comments: list[str] = []
@@ -128,7 +197,7 @@ def ensure_env(path: Path, example: Path, force: bool = False, log=None) -> list
             appended.append(_fill(line, generated))
         comments = []
 
-    if not generated and not appended:
+    if not generated and not appended and not requoted:
         if os.stat(path).st_mode & 0o077:
             os.chmod(path, 0o600)
         return []
@@ -142,5 +211,7 @@ def ensure_env(path: Path, example: Path, force: bool = False, log=None) -> list
         msg += f"; added: {', '.join(added)}"
     if generated:
         msg += f"; generated: {', '.join(generated)}"
+    if requoted:
+        msg += f"; quoted for sh and Compose: {', '.join(requoted)}"
     log(msg)
     return generated

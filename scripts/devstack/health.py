@@ -14,6 +14,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from jobs import contract
 from scripts.devstack.env import AIRFLOW_COMPONENTS, LOOPBACK, StackError
 
 PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
@@ -122,13 +123,25 @@ def mlflow_health(env: dict) -> tuple[bool, str]:
 
 
 def ensure_experiment(env: dict) -> str:
-    """Create the pipeline's experiment once; its artifacts go through the server's S3 proxy."""
+    """Create the pipeline's experiment once, as a model-training one (contract.EXPERIMENT_TAGS).
+
+    Its artifacts go through the server's S3 proxy. An existing experiment that lacks the tags
+    (created by an older version) gets them, so the UI opens on its training runs.
+    """
     base = f"http://{LOOPBACK}:{env['MLFLOW_PORT']}/api/2.0/mlflow/experiments"
     name = env["MLFLOW_EXPERIMENT_NAME"]
     status, body = http_json("GET", f"{base}/get-by-name?{urllib.parse.urlencode({'experiment_name': name})}")
     if status == 200:
-        return body["experiment"]["experiment_id"]
-    status, body = http_json("POST", f"{base}/create", {"name": name})
+        exp = body["experiment"]
+        tags = {t["key"]: t["value"] for t in exp.get("tags") or []}
+        for key, value in contract.missing_experiment_tags(tags).items():
+            status, answer = http_json("POST", f"{base}/set-experiment-tag",
+                                       {"experiment_id": exp["experiment_id"], "key": key, "value": value})
+            if status != 200:
+                raise StackError(f"could not tag MLflow experiment {name!r}: HTTP {status} {answer}")
+        return exp["experiment_id"]
+    tags = [{"key": k, "value": v} for k, v in contract.EXPERIMENT_TAGS.items()]
+    status, body = http_json("POST", f"{base}/create", {"name": name, "tags": tags})
     if status == 200:
         return body["experiment_id"]
     if body.get("error_code") == "RESOURCE_ALREADY_EXISTS":

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import mlflow
 import pytest
+from browser import ARTIFACTS, chromium
 from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
 from mlflow import MlflowClient
 
@@ -219,7 +220,7 @@ def test_task_instance_links_to_its_mlflow_run_and_back(pipeline, client, experi
     except urllib.error.HTTPError as err:
         assert err.code == 302
         location = err.headers["Location"]
-    assert location == f"{env['MLFLOW_UI_URL']}/#/experiments/{experiment_id}/runs/{child.info.run_id}"
+    assert location == contract.mlflow_run_url(env["MLFLOW_UI_URL"], experiment_id, child.info.run_id)
     back = child.data.tags["airflow.url"]
     assert back.startswith(env["AIRFLOW_UI_URL"]) and urllib.parse.quote(run_id, safe="") in back
 
@@ -349,34 +350,21 @@ def test_the_morning_report_shows_the_run(pipeline, client, experiment_id, tmp_p
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1600,1000", "--virtual-time-budget=20000"]
-
-
-def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
-    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
-    return subprocess.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_the_mlflow_ui_shows_the_report_and_the_stage_runs(pipeline, client, experiment_id, tmp_path):
     """Headless Debian Chromium renders the MLflow UI (a React app) as a person would see it."""
-    import shutil
-
-    assert shutil.which("chromium"), "chromium missing: `make test` installs it (scripts/system_deps.sh chromium)"
     label = GOOD_DATES[0].isoformat()
     parent = parent_of(client, experiment_id, pipeline.runs[label])
-    run_url = f"{pipeline.stack.env['MLFLOW_UI_URL']}/#/experiments/{experiment_id}/runs/{parent.info.run_id}"
+    run_url = contract.mlflow_run_url(pipeline.stack.env["MLFLOW_UI_URL"], experiment_id, parent.info.run_id)
     overview = chromium(tmp_path, "--dump-dom", run_url)
     assert overview.returncode == 0, overview.stderr[-2000:]
     assert f"ml_pipeline {label}" in overview.stdout and "Child runs" in overview.stdout
     for stage in STAGES:
         assert f"{stage} {label}" in overview.stdout, stage
-    report_url = f"{run_url}/artifacts/report/morning_report.png"
+    report_url = contract.mlflow_artifact_url(pipeline.stack.env["MLFLOW_UI_URL"], experiment_id, parent.info.run_id,
+                                              contract.REPORT_PNG_ARTIFACT)
     page = chromium(tmp_path, "--dump-dom", report_url)
     assert "report/morning_report.png" in page.stdout
-    shot = REPO / "tests" / "artifacts" / "mlflow_parent_run_report.png"
+    shot = ARTIFACTS / "mlflow_parent_run_report.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     taken = chromium(tmp_path, f"--screenshot={shot}", report_url)
     assert taken.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 50_000
