@@ -52,6 +52,7 @@ from jobs.contract import (  # noqa: E402
     child_runs_filter,
     dag_run_url,
     latest_per_stage,
+    mlflow_experiment_url,
     mlflow_run_url,
     parent_run_filter,
 )
@@ -383,7 +384,7 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
         "",
         f"Airflow UI : {env['AIRFLOW_API_URL']}/dags/{ML_PIPELINE}   (user {env.get('AIRFLOW_ADMIN_USER') or 'admin'}, "
         f"password in {password_file(env)})",
-        f"MLflow UI  : {env['MLFLOW_UI_URL']}/#/experiments/{exp}" if exp else f"MLflow UI  : {env['MLFLOW_UI_URL']}",
+        f"MLflow UI  : {mlflow_experiment_url(env['MLFLOW_UI_URL'], exp) if exp else env['MLFLOW_UI_URL']}",
         f"S3 (SeaweedFS): {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')}",
         "Services keep running for browsing; `make down` stops them.",
     ]

@@ -110,18 +110,21 @@ class NullTracker(StageTracker):
 
 
 def mlflow_experiment_id(settings: Settings) -> str:
-    import mlflow
+    """The experiment's id, created as a model-training experiment if missing (a stage run by hand)."""
+    from mlflow import MlflowClient
 
-    exp = mlflow.get_experiment_by_name(settings.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return mlflow.create_experiment(settings.experiment)
-    except Exception:  # created concurrently by another stage
-        exp = mlflow.get_experiment_by_name(settings.experiment)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(settings.experiment)
+    if exp is None:
+        try:
+            return client.create_experiment(settings.experiment, tags=dict(c.EXPERIMENT_TAGS))
+        except Exception:  # created concurrently by another stage
+            exp = client.get_experiment_by_name(settings.experiment)
+            if exp is None:
+                raise
+    for key, value in c.missing_experiment_tags(exp.tags).items():
+        client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def supersede_ghost_runs(ctx: RunContext, settings: Settings, new_run_id: str, experiment_id: str) -> list[str]:

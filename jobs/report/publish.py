@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from pathlib import PurePosixPath
 
-from jobs.contract import env
+from jobs.contract import REPORT_HTML_ARTIFACT, env
 from jobs.report.collect import collect
 from jobs.report.render import write_report
 
-REPORT_DIR = "report"
+REPORT_DIR = str(PurePosixPath(REPORT_HTML_ARTIFACT).parent)  # "report"
 
 
 def publish(parent_run_id: str) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from jobs.contract import REPORT_HTML_ARTIFACT, REPORT_PNG_ARTIFACT
 from jobs.report.format import (
     BAND_COLOURS,
     C_ALT,
@@ -52,8 +53,8 @@ from jobs.report.format import (
 )
 from jobs.report.html import render_html
 
-PNG_NAME = "morning_report.png"
-HTML_NAME = "morning_report.html"
+PNG_NAME = PurePosixPath(REPORT_PNG_ARTIFACT).name
+HTML_NAME = PurePosixPath(REPORT_HTML_ARTIFACT).name
 
 
 # --------------------------------------------------------------------------- PNG

@@ -55,7 +55,7 @@ def mlflow_run_url(cfg: PipelineConfig, dag_id: str, run_id: str, task_id: str,
         if runs:
             return contract.mlflow_run_url(cfg.mlflow_ui_url, exp.experiment_id, runs[0].info.run_id)
     search = quote(filters[-1])
-    return f"{cfg.mlflow_ui_url}/#/experiments/{exp.experiment_id}?searchFilter={search}"
+    return f"{cfg.mlflow_ui_url}/#/experiments/{exp.experiment_id}?searchFilter={search}&{contract.MLFLOW_UI_QUERY}"
 
 
 def create_app():

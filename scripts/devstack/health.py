@@ -40,7 +40,7 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
 
 
 def http_json(method: str, url: str, body: dict | None = None, headers: dict | None = None,
-              timeout: float = 10.0) -> tuple[int, dict]:
+              timeout: float = 30.0) -> tuple[int, dict]:
     """(status, decoded JSON body) of one call; status 0 when nothing answered."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
