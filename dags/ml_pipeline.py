@@ -55,7 +55,8 @@ STAGES = {
 def ml_pipeline():
     chain(
         start_tracking_task(CFG),
-        *[spark_stage(stage, CFG, doc, on_failure_callback=FailureNotifier()) for stage, doc in STAGES.items()],
+        *[spark_stage(stage, CFG, doc, on_failure_callback=FailureNotifier(), pool=contract.STAGE_POOLS.get(stage))
+          for stage, doc in STAGES.items()],
         drift_gate_task(CFG),
         publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),

@@ -45,7 +45,8 @@ def ml_retraining():
     env = {contract.MODEL_TRAINING: {"TRAINING_LOOKBACK_DAYS": str(CFG.retraining_lookback_days)}}
     chain(
         start_tracking_task(CFG),
-        *[spark_stage(stage, CFG, doc, env=env.get(stage), on_failure_callback=FailureNotifier())
+        *[spark_stage(stage, CFG, doc, env=env.get(stage), on_failure_callback=FailureNotifier(),
+                      pool=contract.STAGE_POOLS.get(stage))
           for stage, doc in STAGES.items()],
         publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),
