@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -37,7 +38,9 @@ class Policy:
     retain_last: int = 10
     orphan_min_age_hours: float = 72.0
     metadata_versions_max: int = 10
-    rewrite_min_input_files: int = 2
+    # Iceberg's default: a partition of fewer files is left alone (rewriting it would also double
+    # the bytes of every tagged snapshot that still references the old files).
+    rewrite_min_input_files: int = 5
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -76,8 +79,17 @@ def set_properties(spark, table: str, wanted: dict[str, str]) -> int:
     return len(changed)
 
 
-def maintain_table(spark, settings: Settings, name: str, policy: Policy, now: dt.datetime) -> dict[str, int]:
-    """One table: compact, expire, remove orphans; the figures before and after."""
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def maintain_table(spark, settings: Settings, name: str, policy: Policy,
+                   now: Callable[[], dt.datetime] = utc_now) -> dict[str, int]:
+    """One table: compact, then expire (its own compaction snapshots included), remove orphans.
+
+    Ages are measured when each step runs, so the snapshots the rewrites just made count as the
+    newest ones: only ``retain_last`` and the tagged snapshots survive a max age of 0.
+    """
     table = settings.table(name)
     ident = f"{settings.namespace}.{name}"
     call = f"CALL {settings.catalog}.system"
@@ -93,14 +105,14 @@ def maintain_table(spark, settings: Settings, name: str, policy: Policy, now: dt
     manifests = spark.sql(f"{call}.rewrite_manifests(table => '{ident}')").collect()[0]
     figures["rewritten_manifests"] = int(manifests["rewritten_manifests_count"])
 
-    older = timestamp_literal(now - dt.timedelta(days=policy.snapshot_max_age_days), settings.timezone)
+    older = timestamp_literal(now() - dt.timedelta(days=policy.snapshot_max_age_days), settings.timezone)
     expired = spark.sql(f"{call}.expire_snapshots(table => '{ident}', older_than => {older}, "
                         f"retain_last => {policy.retain_last})").collect()[0]
     figures["deleted_data_files"] = int(expired["deleted_data_files_count"])
     figures["deleted_manifests"] = int(expired["deleted_manifest_files_count"])
     figures["deleted_manifest_lists"] = int(expired["deleted_manifest_lists_count"])
 
-    orphan_cutoff = timestamp_literal(now - dt.timedelta(hours=policy.orphan_min_age_hours), settings.timezone)
+    orphan_cutoff = timestamp_literal(now() - dt.timedelta(hours=policy.orphan_min_age_hours), settings.timezone)
     orphans = spark.sql(f"{call}.remove_orphan_files(table => '{ident}', older_than => {orphan_cutoff})").collect()
     figures["orphan_files_removed"] = len(orphans)
     figures.update(table_footprint(spark, table).as_metrics("after"))
@@ -108,12 +120,11 @@ def maintain_table(spark, settings: Settings, name: str, policy: Policy, now: dt
 
 
 def run(spark, settings: Settings, ctx: RunContext, tracker: StageTracker, policy: Policy | None = None,
-        now: dt.datetime | None = None) -> dict[str, dict]:
+        now: Callable[[], dt.datetime] = utc_now) -> dict[str, dict]:
     """Protect lineage, then maintain every table; a failed table fails the run after the others."""
     import mlflow
 
     policy = policy or Policy.from_env()
-    now = now or dt.datetime.now(dt.UTC)
     # Before anything expires: every registered version's training snapshot carries its tag. If
     # the registry cannot be read this raises, and nothing is expired.
     lineage = ensure_lineage_tags(spark, settings)
