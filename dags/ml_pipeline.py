@@ -67,7 +67,7 @@ def ml_pipeline():
         start_tracking_task(CFG),
         RawDeliverySensor(cfg=CFG, doc_md="Wait for the trade date's RAW delivery (marker or quiet period)."),
         # Every task alerts on failure through CFG.default_args() (FailureNotifier).
-        *[spark_stage(stage, CFG, doc) for stage, doc in STAGES.items()],
+        *[spark_stage(stage, CFG, doc, pool=contract.STAGE_POOLS.get(stage)) for stage, doc in STAGES.items()],
         drift_gate_task(CFG),
         publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),

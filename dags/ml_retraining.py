@@ -46,7 +46,8 @@ def ml_retraining():
     chain(
         start_tracking_task(CFG),
         # Every task alerts on failure through CFG.default_args() (FailureNotifier).
-        *[spark_stage(stage, CFG, doc, env=env.get(stage)) for stage, doc in STAGES.items()],
+        *[spark_stage(stage, CFG, doc, env=env.get(stage), pool=contract.STAGE_POOLS.get(stage))
+          for stage, doc in STAGES.items()],
         publish_report_task(CFG),
         finish_tracking_task(CFG, list(STAGES)),
     )

@@ -42,6 +42,14 @@ FINISH_TRACKING = "finish_tracking"
 ML_PIPELINE = "ml_pipeline"
 ML_RETRAINING = "ml_retraining"
 
+ICEBERG_MAINTENANCE = "iceberg_maintenance"  # DAG id, task id and stage name (jobs/ops/iceberg_maintenance.py)
+
+# Airflow pool with one slot that every task moving the champion alias runs in (MLflow has no
+# compare-and-set on aliases); `make up` and the compose file's airflow-init create it.
+PROMOTION_POOL = "model_promotion"
+# The pool of a stage's task, where it needs one (the DAG files read this).
+STAGE_POOLS = {MODEL_DEPLOYMENT: PROMOTION_POOL}
+
 # The asset drift_gate emits and ml_retraining is scheduled on.
 FEATURE_DRIFT_ASSET = "feature_drift_alert"
 FEATURE_DRIFT_ASSET_URI = "lakehouse://option_ticks_db/feature_drift_alert"
@@ -111,6 +119,7 @@ TAG_MODEL_NAME = "model.name"
 TAG_MODEL_VERSION = "model.version"
 TAG_CHAMPION_BEFORE = "model.champion_before"
 TAG_DEPLOYMENT_DECISION = "deployment.decision"
+TAG_DEPLOYMENT_REASON = "deployment.reason"
 TAG_QUALITY_GATE = "quality_gate"  # quality_gate.<layer> = passed | warned | failed | off
 
 METRIC_ROWS_IN = "rows_in"
@@ -147,6 +156,18 @@ def missing_experiment_tags(tags: dict[str, str] | None) -> dict[str, str]:
     if tags.get(TAG_EXPERIMENT_KIND, "") in _UNCHOSEN_EXPERIMENT_KINDS:
         missing[TAG_EXPERIMENT_KIND] = EXPERIMENT_KIND_TRAINING
     return missing
+
+# Model version tags: the last trade date of the training data (a model never replaces a champion
+# trained on newer data) and the Iceberg tag that keeps its training snapshot through expiry.
+VERSION_TAG_DATA_THROUGH = "training.data_through"
+VERSION_TAG_FEATURES_TABLE = "features_table"
+VERSION_TAG_FEATURES_SNAPSHOT = "features_snapshot_id"
+VERSION_TAG_FEATURES_REF = "lineage.features_tag"
+
+
+def model_snapshot_tag(version: object) -> str:
+    """The Iceberg tag on the features table that pins a registered version's training snapshot."""
+    return f"model_v{int(str(version))}"
 
 # --------------------------------------------------------------------------------------------------
 # MLflow run filters: one spelling of "this DAG run's parent" and "its child runs"

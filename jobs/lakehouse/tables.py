@@ -6,6 +6,7 @@ yields the same table; row counts come from snapshot summaries and partition met
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from jobs.contract import default_jars, env
@@ -99,9 +100,90 @@ def read_date(spark, table: str, trade_date: dt.date):
     return spark.table(table).where(F.col("trade_date") == F.lit(trade_date))
 
 
-def read_snapshot(spark, table: str, snapshot_id: int):
-    """Read a table as of one snapshot (Iceberg time travel): what a model was trained on."""
-    return spark.read.format("iceberg").option("snapshot-id", str(snapshot_id)).load(table)
+def read_snapshot(spark, table: str, snapshot_id: int | str):
+    """Read a table as of one snapshot id or tag (Iceberg time travel): what a model was trained on.
+
+    A tag (``model_v3``) names a snapshot that expiry keeps while the tag lives; a bare snapshot id
+    is readable only until ``expire_snapshots`` removes it.
+    """
+    option = ("tag", snapshot_id) if isinstance(snapshot_id, str) else ("snapshot-id", str(snapshot_id))
+    return spark.read.format("iceberg").option(*option).load(table)
+
+
+# --------------------------------------------------------------------------------------------------
+# Snapshot tags: the snapshots a registered model was trained on survive snapshot expiry
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    type: str  # TAG | BRANCH
+    snapshot_id: int
+    max_age_ms: int | None  # None: kept until dropped (tags) / the table default (branches)
+
+
+_TAG_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def snapshot_refs(spark, table: str) -> dict[str, Ref]:
+    """The table's branches and tags by name (``main`` included)."""
+    rows = spark.sql(f"SELECT name, type, snapshot_id, max_reference_age_in_ms FROM {table}.refs").collect()
+    return {r["name"]: Ref(r["name"], r["type"], int(r["snapshot_id"]),
+                           int(r["max_reference_age_in_ms"]) if r["max_reference_age_in_ms"] is not None else None)
+            for r in rows}
+
+
+def snapshot_exists(spark, table: str, snapshot_id: int) -> bool:
+    return bool(spark.sql(f"SELECT 1 FROM {table}.snapshots WHERE snapshot_id = {int(snapshot_id)}").take(1))
+
+
+def ensure_snapshot_tag(spark, table: str, tag: str, snapshot_id: int, retain_days: int | None,
+                        refs: dict[str, Ref] | None = None) -> str:
+    """Tag ``snapshot_id`` as ``tag`` (kept ``retain_days`` after the snapshot, or while tagged if None).
+
+    Idempotent; commits only when the tag is missing or differs. Returns what happened:
+    ``created``, ``updated``, ``kept``, or ``snapshot_expired`` when the snapshot is already gone.
+    """
+    if not _TAG_NAME.match(tag):
+        raise ValueError(f"unexpected Iceberg tag name {tag!r}")
+    refs = snapshot_refs(spark, table) if refs is None else refs
+    max_age = None if retain_days is None else int(retain_days) * 86_400_000
+    current = refs.get(tag)
+    if current is not None and current.snapshot_id == int(snapshot_id) and current.max_age_ms == max_age:
+        return "kept"
+    if not snapshot_exists(spark, table, snapshot_id):
+        return "snapshot_expired"
+    retain = f" RETAIN {int(retain_days)} DAYS" if retain_days is not None else ""
+    spark.sql(f"ALTER TABLE {table} CREATE OR REPLACE TAG `{tag}` AS OF VERSION {int(snapshot_id)}{retain}")
+    return "created" if current is None else "updated"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a table holds in storage, from its metadata tables (works on any FileIO)."""
+
+    snapshots: int
+    data_files: int  # referenced by any live snapshot
+    data_bytes: int
+    current_data_files: int
+    manifests: int
+    metadata_files: int  # metadata.json files still listed in the metadata log
+
+    def as_metrics(self, prefix: str) -> dict[str, int]:
+        return {f"{prefix}.{k}": v for k, v in self.__dict__.items()}
+
+
+def table_footprint(spark, table: str) -> Footprint:
+    one = lambda sql: spark.sql(sql).collect()[0]  # noqa: E731
+    files = one(f"SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM (SELECT DISTINCT file_path, "
+                f"file_size_in_bytes AS size FROM {table}.all_data_files)")
+    return Footprint(
+        snapshots=int(one(f"SELECT count(*) AS n FROM {table}.snapshots")["n"]),
+        data_files=int(files["n"]), data_bytes=int(files["b"]),
+        current_data_files=int(one(f"SELECT count(*) AS n FROM {table}.files")["n"]),
+        manifests=int(one(f"SELECT count(DISTINCT path) AS n FROM {table}.all_manifests")["n"]),
+        metadata_files=int(one(f"SELECT count(*) AS n FROM {table}.metadata_log_entries")["n"]),
+    )
 
 
 def add_new_columns(spark, table: str, df) -> list[str]:

@@ -12,7 +12,14 @@ from pyspark.sql import SparkSession
 
 from jobs import contract as c
 from jobs.lakehouse.cli import stage_cli
-from jobs.lakehouse.registry import HOLDOUT_FRACTION, ROC_ARTIFACT, load_training_frame, snapshot_sql
+from jobs.lakehouse.registry import (
+    HOLDOUT_FRACTION,
+    ROC_ARTIFACT,
+    load_training_frame,
+    model_tag_retain_days,
+    protect_training_snapshot,
+    snapshot_sql,
+)
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import current_snapshot
 from jobs.lakehouse.tracking import RunContext, StageTracker
@@ -91,12 +98,20 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
     )
     version = str(info.registered_model_version)
+    # Lineage before anything reads it: the snapshot gets an Iceberg tag that expiry keeps, and the
+    # version records the last trade date it learnt from (deployment never lets it replace a
+    # champion trained on newer data).
+    tag = c.model_snapshot_tag(version)
+    protect_training_snapshot(spark, settings, version, snap.snapshot_id, model_tag_retain_days())
+    through = str(max(frame["trade_date"]))[:10]  # a date (or a pandas Timestamp): YYYY-MM-DD
     client = MlflowClient()
-    for key, value in {"trade_date": ctx.trade_date.isoformat(), "features_table": table,
-                       "features_snapshot_id": snap.snapshot_id, "holdout_auc": holdout["auc"],
-                       "training_sql": snapshot_sql(table, snap.snapshot_id, ctx.trade_date, days)}.items():
+    for key, value in {"trade_date": ctx.trade_date.isoformat(), c.VERSION_TAG_FEATURES_TABLE: table,
+                       c.VERSION_TAG_FEATURES_SNAPSHOT: snap.snapshot_id, c.VERSION_TAG_DATA_THROUGH: through,
+                       "holdout_auc": holdout["auc"],
+                       "training_sql": snapshot_sql(table, tag, ctx.trade_date, days)}.items():
         client.set_model_version_tag(settings.model_name, version, key, str(value))
-    tracker.tags({c.TAG_MODEL_NAME: settings.model_name, c.TAG_MODEL_VERSION: version})
+    tracker.tags({c.TAG_MODEL_NAME: settings.model_name, c.TAG_MODEL_VERSION: version,
+                  c.VERSION_TAG_FEATURES_REF: tag, c.VERSION_TAG_DATA_THROUGH: through})
 
 
 if __name__ == "__main__":

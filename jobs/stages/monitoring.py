@@ -17,7 +17,7 @@ from jobs.contract import (
     TAG_DRIFT_FEATURES,
 )
 from jobs.lakehouse.cli import stage_cli
-from jobs.lakehouse.registry import model_version_by_alias, training_params, training_split
+from jobs.lakehouse.registry import lineage_ref, model_version_by_alias, training_params, training_split
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import read_date, replace_date_partition
 from jobs.lakehouse.tracking import RunContext, StageTracker
@@ -47,7 +47,9 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
                      "reference_rows": len(reference), "current_rows": len(current)})
     tracker.params({"psi_threshold": settings.drift_psi_threshold,
                     "reference_model_version": champion.version,
-                    "reference_snapshot_id": params["features_snapshot_id"]})
+                    "reference_snapshot_id": params["features_snapshot_id"],
+                    # the Iceberg tag the baseline was read through (it outlives snapshot expiry)
+                    "reference_snapshot_ref": lineage_ref(spark, settings, champion, params)})
     tracker.metrics({f"{test}.{name}": value for name, result in drift["tests"].items()
                      for test, value in result.items() if np.isfinite(value)})
     tracker.tags({TAG_DRIFT_FEATURES: ",".join(drift["drifted"]) or "none",

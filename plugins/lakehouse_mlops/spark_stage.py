@@ -50,13 +50,18 @@ class StageSubmitOperator(SparkSubmitOperator):
 
 
 def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "", env: dict[str, str] | None = None,
+                application: str = "", application_args: list[str] | None = None,
                 **kwargs) -> SparkSubmitOperator:
-    """A StageSubmitOperator running ``jobs/stages/<stage>.py`` on the configured master."""
+    """A StageSubmitOperator running ``jobs/stages/<stage>.py`` on the configured master.
+
+    ``application`` (a path under jobs/, e.g. ``ops/iceberg_maintenance.py``) and
+    ``application_args`` serve jobs that are not pipeline stages (no start_tracking upstream).
+    """
     repo = str(cfg.jobs_dir.parent)
     return StageSubmitOperator(
         task_id=stage,
         doc_md=doc or None,
-        application=str(cfg.jobs_dir / "stages" / f"{stage}.py"),
+        application=str(cfg.jobs_dir / (application or f"stages/{stage}.py")),
         name=f"lakehouse-{stage}",
         conn_id=cfg.spark_conn_id,
         spark_binary=cfg.spark_binary,
@@ -73,6 +78,6 @@ def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "", env: dict[str, s
         },
         # The jobs package is imported from the repository root (py_files on a cluster).
         env_vars={"PYTHONPATH": repo, "PYSPARK_PYTHON": cfg.pyspark_python, **(env or {})},
-        application_args=STAGE_ARGS,
+        application_args=STAGE_ARGS if application_args is None else application_args,
         **kwargs,
     )

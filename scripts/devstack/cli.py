@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from jobs.contract import PROMOTION_POOL
 from scripts.devstack.env import (
     AIRFLOW_COMPONENTS,
     AIRFLOW_VENV,
@@ -179,6 +180,13 @@ def _up_airflow(env: dict) -> str:
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
             raise failure(env, ["airflow-db-migrate"], f"`airflow db migrate` failed with exit code {rc}")
+        with open(migrate_log, "ab") as log:  # one slot: promotions never run at once (jobs.contract)
+            rc = subprocess.call([str(AIRFLOW_VENV / "bin" / "airflow"), "pools", "set", PROMOTION_POOL, "1",
+                                  "Serialises moves of the champion model alias"],
+                                 cwd=env["AIRFLOW_HOME"], env={**process_env(env), **services[0].extra_env},
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if rc != 0:
+            raise failure(env, ["airflow-db-migrate"], f"`airflow pools set {PROMOTION_POOL}` failed ({rc})")
         progress(f"  airflow: database ready in {time.monotonic() - t0:.1f}s; starting "
                  f"{', '.join(s.name for s in missing)} (logs in {dirs(env)['logs']})")
         for svc in missing:

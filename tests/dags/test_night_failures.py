@@ -173,7 +173,9 @@ def test_a_failed_task_fails_the_run_even_when_mlflow_cannot_record_it(dags, mon
 
 
 def test_finish_tracking_is_the_only_leaf(dags):
-    """Airflow judges a run by its leaves (a skipped one counts as success): only this one is left."""
-    for dag in dags.values():
+    """Airflow judges a run by its leaves (a skipped one counts as success): only this one is left.
+
+    (iceberg_maintenance is one task, which is its own leaf and never skips.)"""
+    for dag in (dags[contract.ML_PIPELINE], dags[contract.ML_RETRAINING]):
         leaves = [t.task_id for t in dag.tasks if not t.downstream_task_ids]
         assert leaves == [contract.FINISH_TRACKING], dag.dag_id
