@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import demo
-from scripts.devstack import cli, progress
+from scripts.devstack import cli, progress, run_summary
 from scripts.devstack.airflow_api import Airflow
 from scripts.devstack.alert_receiver import read_alerts
 
@@ -56,15 +55,15 @@ def test_alert_receiver_records_what_the_plugin_sends(stack):
     alerts = read_alerts(stack.home / "alerts" / "alerts.jsonl", since)
     assert [a["payload"]["title"] for a in alerts] == ["probe alert", "Airflow task failed: ml_pipeline.raw_to_bronze"]
     assert alerts[1]["payload"]["trade_date"] == "2026-11-27" and alerts[1]["path"] == "/alerts"
-    lines = "\n".join(demo.format_alerts(stack.env, alerts))
+    lines = "\n".join(run_summary.format_alerts(stack.env, alerts))
     assert "Alerts that would have paged someone (2;" in lines
     assert "Airflow task failed: ml_pipeline.raw_to_bronze" in lines and "FileNotFoundError: x" in lines
 
 
 def test_format_alerts_without_the_receiver_or_without_alerts():
     env = {"ALERT_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/secret?x=1"}
-    assert "not recorded locally" in demo.format_alerts(env, None)[0]
-    assert "none sent" in demo.format_alerts({"LAKEHOUSE_HOME": "/tmp/h"}, [])[0]
+    assert "not recorded locally" in run_summary.format_alerts(env, None)[0]
+    assert "none sent" in run_summary.format_alerts({"LAKEHOUSE_HOME": "/tmp/h"}, [])[0]
 
 
 # ------------------------------------------------------------------------------- status, open, logs
@@ -210,7 +209,7 @@ def test_watch_names_the_run_ahead_on_the_real_scheduler(stack):
     assert airflow.run_state(blocker, "stack_probe_serial") == "success"
 
     # The summary lists both, the one it did not start included, with their final states.
-    touched = demo.touched_runs(airflow, began, {"stack_probe_serial": [mine]}, dags=["stack_probe_serial"])
+    touched = run_summary.touched_runs(airflow, began, {"stack_probe_serial": [mine]}, dags=["stack_probe_serial"])
     assert [(t["dag_run_id"], t["state"], t["by_demo"]) for t in touched] == \
         [("mine", "success", True), ("blocker", "success", False)]
     assert touched[1]["origin"] == "NOT started by the demo (manual run)"
@@ -232,14 +231,15 @@ def test_touched_runs_include_the_ones_the_demo_did_not_start():
            "end_date": "2026-11-20T00:05:00Z", "state": "success"}
     scheduled = {"dag_run_id": "scheduled__2026-11-26T17:00:00+00:00", "run_type": "scheduled", "state": "failed",
                  "queued_at": "2026-11-27T00:00:01Z"}
-    assert not demo.touched_since(old, began) and demo.touched_since(scheduled, began)
-    assert demo.origin_of("ml_pipeline", scheduled, {"ml_pipeline": ["demo__x"]}).startswith("NOT started by the demo")
-    assert demo.origin_of("ml_pipeline", {"dag_run_id": "demo__x"}, {"ml_pipeline": ["demo__x"]}) == \
+    assert not run_summary.touched_since(old, began) and run_summary.touched_since(scheduled, began)
+    origin = run_summary.origin_of("ml_pipeline", scheduled, {"ml_pipeline": ["demo__x"]})
+    assert origin.startswith("NOT started by the demo")
+    assert run_summary.origin_of("ml_pipeline", {"dag_run_id": "demo__x"}, {"ml_pipeline": ["demo__x"]}) == \
         "started by the demo"
     taken: set[str] = set()
-    assert demo.report_name(_entry(), taken) == "2026-11-24"
-    assert demo.report_name(_entry(by_demo=False), taken) == "2026-11-24-ml_pipeline"
-    assert demo.report_name(_entry(dag_id="ml_retraining", by_demo=False), taken) == "2026-11-24-ml_retraining"
+    assert run_summary.report_name(_entry(), taken) == "2026-11-24"
+    assert run_summary.report_name(_entry(by_demo=False), taken) == "2026-11-24-ml_pipeline"
+    assert run_summary.report_name(_entry(dag_id="ml_retraining", by_demo=False), taken) == "2026-11-24-ml_retraining"
 
 
 def test_summary_points_at_every_run_with_links_and_local_reports():
@@ -251,7 +251,7 @@ def test_summary_points_at_every_run_with_links_and_local_reports():
                by_demo=False, origin="NOT started by the demo: the scheduler created it", end_date=None,
                airflow_url="http://127.0.0.1:8080/dags/ml_pipeline/runs/scheduled__2026-11-26T17%3A00%3A00%2B00%3A00"),
     ]
-    text = "\n".join(demo.format_runs(entries))
+    text = "\n".join(run_summary.format_runs(entries))
     assert "Runs of ml_pipeline and ml_retraining during this demo (2):" in text
     assert "ml_pipeline 2026-11-24  SUCCESS   in 6m05s  started by the demo" in text
     assert "Airflow  : http://127.0.0.1:8080/dags/ml_pipeline/runs/demo__x" in text
@@ -280,7 +280,7 @@ def test_the_morning_report_is_copied_out_of_mlflow(stack, monkeypatch):
     client.log_text(parent.info.run_id, "not really a png", "report/morning_report.png")
     client.set_terminated(parent.info.run_id)
 
-    entries = demo.link_runs(stack.env, client, exp, [_entry(dag_run_id=run_id, trade_date=None,
+    entries = run_summary.link_runs(stack.env, client, exp, [_entry(dag_run_id=run_id, trade_date=None,
                                                              origin="started by the demo")])
     reports = Path(stack.env["LAKEHOUSE_HOME"]) / "reports"
     assert entries[0]["trade_date"] == "2026-11-25"
