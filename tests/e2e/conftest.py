@@ -5,7 +5,6 @@ real scheduler; the tests then read back what every component recorded.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import tempfile
 import time
@@ -13,43 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from e2e_support import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE, WebhookReceiver
 
 from scripts.devstack.temporary import Stack, running_stack
-
-GOOD_DATES = (dt.date(2026, 11, 24), dt.date(2026, 11, 25))
-DRIFT_DATE = dt.date(2026, 11, 26)    # a stressed market: volatility, spreads and sizes x3
-MISSING_DATE = dt.date(2026, 11, 23)  # a Monday with no RAW delivered
-MESSY_DATE = GOOD_DATES[1]            # also gets a messy second vendor delivery (every kind of bad input)
-TICKS_PER_DATE = 40_000
-
-
-class WebhookReceiver:
-    """A real HTTP endpoint on 127.0.0.1 standing in for Slack: records every JSON it is sent."""
-
-    def __init__(self):
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.messages: list[dict] = []
-        received = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from browser import Browser, airflow_login, shoot
-from conftest import DRIFT_DATE, GOOD_DATES, MISSING_DATE
+from e2e_support import DRIFT_DATE, GOOD_DATES, MISSING_DATE
 from mlflow import MlflowClient
 
 from jobs import contract

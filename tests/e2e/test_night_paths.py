@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import WebhookReceiver
+from e2e_support import WebhookReceiver
 
 from scripts.devstack.temporary import running_stack
 

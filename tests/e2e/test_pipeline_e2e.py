@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import mlflow
 import pytest
 from browser import ARTIFACTS, chromium
-from conftest import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
+from e2e_support import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
 from mlflow import MlflowClient
 
 from jobs import contract
