@@ -266,7 +266,7 @@ def test_the_morning_report_is_copied_out_of_mlflow(stack, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.contract import ROLE_DAG_RUN, TAG_DAG_ID, TAG_ROLE, TAG_RUN_ID, TAG_TRADE_DATE
+    from jobs.contract import ROLE_DAG_RUN, TAG_DAG_ID, TAG_ROLE, TAG_RUN_ID, TAG_TRADE_DATE, mlflow_run_url
 
     for key in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
         monkeypatch.setenv(key, stack.env[key])
@@ -286,7 +286,8 @@ def test_the_morning_report_is_copied_out_of_mlflow(stack, monkeypatch):
     assert entries[0]["trade_date"] == "2026-11-25"
     assert entries[0]["reports"] == {"html": str(reports / "2026-11-25.html"), "png": str(reports / "2026-11-25.png")}
     assert (reports / "2026-11-25.html").read_text() == "<html>morning</html>"
-    assert entries[0]["mlflow_url"] == f"{stack.env['MLFLOW_UI_URL']}/#/experiments/{exp}/runs/{parent.info.run_id}"
+    assert entries[0]["mlflow_url"] == mlflow_run_url(stack.env["MLFLOW_UI_URL"], exp, parent.info.run_id)
+    assert f"/#/experiments/{exp}/runs/{parent.info.run_id}" in entries[0]["mlflow_url"]
     assert entries[0]["airflow_url"].startswith(f"{stack.env['AIRFLOW_UI_URL']}/dags/ml_pipeline/runs/demo__2026-11-25")
 
 
