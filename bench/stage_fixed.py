@@ -38,9 +38,11 @@ from jobs.contract import (  # noqa: E402
 )
 
 TINY_DATE = dt.date(2026, 3, 4)
-# Paired comparisons (before, after) of the spark-submit conf: the record behind each conf cut.
+# Paired comparisons of the spark-submit conf (first variant = before): the record behind each conf cut.
 COMPARE = {
-    "ui": ({"spark.ui.showConsoleProgress": "false"}, SPARK_STAGE_CONF),
+    "ui": {"before": {"spark.ui.showConsoleProgress": "false"},
+           "no_ui_loopback": SPARK_STAGE_CONF,
+           "no_ui_loopback_c1": {**SPARK_STAGE_CONF, "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}},
 }
 
 
@@ -120,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ticks = int(os.environ.get("BENCH_FIXED_TICKS") or 500)
     repeats = int(os.environ.get("BENCH_FIXED_REPEATS") or 3)
-    variants = ({"before": COMPARE[args.compare][0], "after": COMPARE[args.compare][1]} if args.compare
-                else {"current": SPARK_STAGE_CONF})
+    variants = COMPARE[args.compare] if args.compare else {"current": SPARK_STAGE_CONF}
     from scripts.devstack.temporary import running_stack
 
     with tempfile.TemporaryDirectory(prefix="lakehouse-fixed-") as tmp, \
