@@ -56,6 +56,8 @@ def submit_command(stage: str, env: dict[str, str], trade_date: dt.date, conf: d
         cmd += ["--jars", jars]
     full = {"spark.sql.shuffle.partitions": env.get("SPARK_SQL_SHUFFLE_PARTITIONS") or DEFAULT_SHUFFLE_PARTITIONS,
             "spark.pyspark.python": python, "spark.pyspark.driver.python": python, **conf}
+    if env.get("SPARK_DRIVER_JAVA_OPTIONS") and "spark.driver.extraJavaOptions" not in conf:
+        full["spark.driver.extraJavaOptions"] = env["SPARK_DRIVER_JAVA_OPTIONS"]
     for key, value in full.items():
         cmd += ["--conf", f"{key}={value}"]
     cmd += ["--driver-memory", env.get("SPARK_DRIVER_MEMORY") or "2g",

@@ -54,6 +54,8 @@ class PipelineConfig:
     raw_delivery_quiet_seconds: float = 300.0
     raw_delivery_timeout: str = "07:00"
     raw_delivery_poll_seconds: float = 60.0
+    # JVM flags of each stage's driver (spark.driver.extraJavaOptions); empty: Spark's defaults
+    driver_java_options: str = ""
 
     def default_args(self) -> dict:
         """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit, and
@@ -96,6 +98,7 @@ class PipelineConfig:
             drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", "0.3")),
             retraining_lookback_days=int(env("RETRAINING_LOOKBACK_DAYS", "5")),
             deadline_minutes=_minutes(env("PIPELINE_DEADLINE_MINUTES", "240")),
+            driver_java_options=env("SPARK_DRIVER_JAVA_OPTIONS", ""),
             raw_ticks_path=env("RAW_TICKS_PATH") or str(_lakehouse_home() / "raw" / "ticks"),
             raw_delivery_marker=contract.raw_delivery_marker(),
             raw_delivery_quiet_seconds=float(env("RAW_DELIVERY_QUIET_SECONDS", "300")),
