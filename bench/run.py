@@ -286,7 +286,8 @@ def main() -> int:
                              "SPARK_DRIVER_MEMORY": driver_memory}
                 stage_fixed.generate_tiny(fixed_env["RAW_TICKS_PATH"], cfg["fixed_ticks"])
                 fixed = stage_fixed.measure(fixed_env, cfg["fixed_repeats"],
-                                            {"current": stage_fixed.SPARK_STAGE_CONF})["current"]
+                                            {"current": stage_fixed.spark_stage_conf(
+                                                st.env.get("SPARK_MASTER") or "local[*]")})["current"]
 
             runs: dict[int, dict[str, list]] = {}
             duck: dict[int, list] = {}

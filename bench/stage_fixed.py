@@ -32,17 +32,20 @@ from bench.sampler import log  # noqa: E402
 from jobs.contract import (  # noqa: E402
     DEFAULT_SHUFFLE_PARTITIONS,
     PHASE_LINE_PREFIX,
+    SPARK_LOCAL_DRIVER_CONF,
     SPARK_STAGE_CONF,
     STAGES,
     default_jars,
+    spark_stage_conf,
 )
 
 TINY_DATE = dt.date(2026, 3, 4)
 # Paired comparisons of the spark-submit conf (first variant = before): the record behind each conf cut.
 COMPARE = {
     "ui": {"before": {"spark.ui.showConsoleProgress": "false"},
-           "no_ui_loopback": SPARK_STAGE_CONF,
-           "no_ui_loopback_c1": {**SPARK_STAGE_CONF, "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}},
+           "no_ui_loopback": {**SPARK_STAGE_CONF, **SPARK_LOCAL_DRIVER_CONF},
+           "no_ui_loopback_c1": {**SPARK_STAGE_CONF, **SPARK_LOCAL_DRIVER_CONF,
+                                 "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}},
 }
 
 
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ticks = int(os.environ.get("BENCH_FIXED_TICKS") or 500)
     repeats = int(os.environ.get("BENCH_FIXED_REPEATS") or 3)
-    variants = COMPARE[args.compare] if args.compare else {"current": SPARK_STAGE_CONF}
+    variants = COMPARE[args.compare] if args.compare else {"current": spark_stage_conf("local[*]")}
     from scripts.devstack.temporary import running_stack
 
     with tempfile.TemporaryDirectory(prefix="lakehouse-fixed-") as tmp, \

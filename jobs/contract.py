@@ -277,13 +277,22 @@ DEFAULT_AIRFLOW_UI_URL = "http://127.0.0.1:8080"
 DEFAULT_MLFLOW_URL = "http://127.0.0.1:5000"
 DEFAULT_SHUFFLE_PARTITIONS = "8"
 # spark-submit conf every stage gets (plugins spark_stage, `make bench`): no Spark UI (its start
-# costs the driver time and opens a port), and the driver only on the loopback interface.
+# costs the driver time and opens a port).
 SPARK_STAGE_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
+}
+# With a local master the driver listens on the loopback interface only (on a cluster, executors
+# must reach the driver's host, so Spark's default stays).
+SPARK_LOCAL_DRIVER_CONF = {
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.host": "127.0.0.1",
 }
+
+
+def spark_stage_conf(master: str | None) -> dict[str, str]:
+    local = bool(master) and master.strip().startswith("local")
+    return {**SPARK_STAGE_CONF, **(SPARK_LOCAL_DRIVER_CONF if local else {})}
 
 
 def env(name: str, default: str = "") -> str:
