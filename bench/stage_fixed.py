@@ -70,8 +70,8 @@ def submit_command(stage: str, env: dict[str, str], trade_date: dt.date, conf: d
 
 def run_stage(stage: str, env: dict[str, str], trade_date: dt.date, conf: dict[str, str]) -> dict:
     """One spark-submit; wall seconds and the phases the stage printed."""
-    proc_env = {**os.environ, **env, "PYTHONPATH": str(REPO),
-                "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON") or sys.executable}
+    proc_env = {**{k: v for k, v in os.environ.items() if k != "PYSPARK_SUBMIT_ARGS"},  # the bench's own session
+                **env, "PYTHONPATH": str(REPO), "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON") or sys.executable}
     t = time.perf_counter()
     proc = subprocess.run(submit_command(stage, env, trade_date, conf), env=proc_env, cwd=REPO,
                           capture_output=True, text=True)
