@@ -27,6 +27,18 @@ Knobs (environment): BENCH_SIZES (default 1000000,10000000; 1M/100k suffixes all
 BENCH_REPEATS (default 3), BENCH_OUTPUT (default bench/results.json), BENCH_SAMPLE_SECONDS (0.5),
 BENCH_AIRFLOW (1: include Airflow in the stack), BENCH_EVENT_LOG_DIR (keep Spark event logs there
 for profiling), BENCH_KEEP (0).
+
+What users experience (issue 11), in the same run:
+
+6. ``stage_fixed_seconds`` (bench/stage_fixed.py): every stage as its own spark-submit on a tiny date
+   (BENCH_FIXED_TICKS, 500) against the same stack, BENCH_FIXED_REPEATS (3) times, median wall and
+   phases (JVM start, Python imports, preflight, MLflow, SparkContext, Iceberg catalog, work);
+   BENCH_FIXED=0 skips it;
+7. ``airflow_date_seconds`` (bench/airflow_date.py): after that stack is down, one trade date of each
+   BENCH_AIRFLOW_SIZES (default 333333,10000000; empty or 0 skips) through the real scheduler of a
+   fresh stack with the project's DAGs; ``orchestration_ratio`` = its raw_to_bronze..model_training
+   span / the in-session tracked pipeline of the same size (those sizes are added to BENCH_SIZES).
+   A short variant: BENCH_SIZES=100000 BENCH_AIRFLOW_SIZES=333333 BENCH_REPEATS=1.
 """
 from __future__ import annotations
 
@@ -51,7 +63,7 @@ if str(REPO) not in sys.path:  # `python bench/run.py` as well as `python -m ben
     sys.path.insert(0, str(REPO))
 
 from bench.sampler import Sampler, log, machine_info  # noqa: E402
-from bench.summary import STAGES, label, print_table, summarize  # noqa: E402
+from bench.summary import STAGES, add_user_view, label, print_table, summarize  # noqa: E402
 from jobs.contract import (  # noqa: E402
     BRONZE,
     BRONZE_TO_SILVER,
@@ -98,8 +110,15 @@ def bench_config() -> dict:
     repeats = _env_int("BENCH_REPEATS", 3)
     if repeats < 1:
         raise ValueError("BENCH_REPEATS must be at least 1")
+    airflow_sizes = sorted({parse_size(s) for s in
+                            (os.environ.get("BENCH_AIRFLOW_SIZES", "333333,10000000")).split(",")
+                            if s.strip() and s.strip() != "0"})
     return {
-        "sizes": sizes,
+        "sizes": sorted({*sizes, *airflow_sizes}),
+        "airflow_sizes": airflow_sizes,
+        "fixed": (os.environ.get("BENCH_FIXED") or "1").strip().lower() not in ("0", "off", "false", "no"),
+        "fixed_ticks": _env_int("BENCH_FIXED_TICKS", 500),
+        "fixed_repeats": _env_int("BENCH_FIXED_REPEATS", 3),
         "repeats": repeats,
         "output": Path(os.environ.get("BENCH_OUTPUT") or REPO / "bench" / "results.json"),
         "sample_seconds": float(os.environ.get("BENCH_SAMPLE_SECONDS") or 0.5),
@@ -257,6 +276,19 @@ def main() -> int:
                 run_pipeline(spark, settings_for("bench_warmup", raw[WARMUP_TICKS], tracked), tracked,
                              f"warm-up {'on' if tracked else 'off'}")
 
+            fixed = None
+            if cfg["fixed"]:  # each stage as Airflow starts it, on a tiny date of its own
+                from bench import stage_fixed
+
+                sampler.phase = "stage fixed cost"
+                fixed_env = {**st.env, "LAKEHOUSE_TRACKING": "on", "QUALITY_GATES": "enforce",
+                             "ICEBERG_NAMESPACE": "bench_fixed", "RAW_TICKS_PATH": str(root / "raw" / "fixed"),
+                             "SPARK_DRIVER_MEMORY": driver_memory}
+                stage_fixed.generate_tiny(fixed_env["RAW_TICKS_PATH"], cfg["fixed_ticks"])
+                fixed = stage_fixed.measure(fixed_env, cfg["fixed_repeats"],
+                                            {"current": stage_fixed.spark_stage_conf(
+                                                st.env.get("SPARK_MASTER") or "local[*]")})["current"]
+
             runs: dict[int, dict[str, list]] = {}
             duck: dict[int, list] = {}
             rows: dict[int, dict] = {}
@@ -300,6 +332,15 @@ def main() -> int:
             memory["services_sampled"] = sorted(services)
             spark.stop()
             spark = None
+        airflow, airflow_errors = {}, {}
+        for n in cfg["airflow_sizes"]:  # a fresh stack with the project's DAGs, after this one is down
+            from bench.airflow_date import airflow_date
+
+            try:
+                airflow[label(n)] = airflow_date(n, TRADE_DATE)
+            except Exception as exc:  # keep the hour of in-session figures; say what failed
+                log(f"Airflow run of {label(n)} failed: {type(exc).__name__}: {exc}")
+                airflow_errors[label(n)] = f"{type(exc).__name__}: {exc}"[:2000]
         extra = {"spark_session_startup_s": round(startup, 2),
                  "spark_session_startup_note": "paid once here; under Airflow every stage is its own spark-submit "
                                                "and pays it per task",
@@ -310,6 +351,9 @@ def main() -> int:
                  "warmup_ticks": WARMUP_TICKS,
                  "total_wall_s": round(time.perf_counter() - started, 1)}
         result = summarize(cfg, runs, duck, rows, gold, memory, machine, extra)
+        add_user_view(result, fixed, airflow)
+        if airflow_errors:
+            result["details"]["airflow_errors"] = airflow_errors
     finally:
         if sampler is not None and sampler.is_alive():
             sampler.stop()

@@ -126,6 +126,15 @@ METRIC_ROWS_IN = "rows_in"
 METRIC_ROWS_OUT = "rows_out"
 METRIC_ROWS_REJECTED = "rows_rejected"
 METRIC_DURATION = "duration_seconds"
+# Where a stage process spent its wall time (stage_cli): phase.<name>_seconds, and the stderr line
+# `make bench` parses from spark-submit's output.
+PHASE_METRIC_PREFIX = "phase."
+PHASE_LINE_PREFIX = "stage phases: "
+
+
+def phase_metric(name: str) -> str:
+    return f"{PHASE_METRIC_PREFIX}{name}_seconds"
+
 METRIC_DRIFT_SHARE = "drift_share"
 METRIC_STAGES_FAILED = "stages_failed"
 METRIC_STAGES_TOTAL_SECONDS = "stages_total_seconds"
@@ -267,6 +276,23 @@ DEFAULT_EXPERIMENT = "lakehouse-tick-pipeline"
 DEFAULT_AIRFLOW_UI_URL = "http://127.0.0.1:8080"
 DEFAULT_MLFLOW_URL = "http://127.0.0.1:5000"
 DEFAULT_SHUFFLE_PARTITIONS = "8"
+# spark-submit conf every stage gets (plugins spark_stage, `make bench`): no Spark UI (its start
+# costs the driver time and opens a port).
+SPARK_STAGE_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.ui.enabled": "false",
+}
+# With a local master the driver listens on the loopback interface only (on a cluster, executors
+# must reach the driver's host, so Spark's default stays).
+SPARK_LOCAL_DRIVER_CONF = {
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+}
+
+
+def spark_stage_conf(master: str | None) -> dict[str, str]:
+    local = bool(master) and master.strip().startswith("local")
+    return {**SPARK_STAGE_CONF, **(SPARK_LOCAL_DRIVER_CONF if local else {})}
 
 
 def env(name: str, default: str = "") -> str:

@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from jobs.contract import EXIT_DETERMINISTIC, TAG_SPARK_APP_ID, TAG_SPARK_MASTER, bounded_mlflow_http
+from jobs.contract import (
+    EXIT_DETERMINISTIC,
+    PHASE_LINE_PREFIX,
+    TAG_SPARK_APP_ID,
+    TAG_SPARK_MASTER,
+    bounded_mlflow_http,
+    phase_metric,
+)
 from jobs.lakehouse.dependencies import (
     DEPENDENCY_EXIT_CODE,
     DependencyUnavailable,
@@ -35,6 +45,53 @@ DETERMINISTIC_ERRORS = (QualityGateFailed, FileNotFoundError)
 StageBody = Callable[[SparkSession | None, Settings, RunContext, StageTracker], None]
 
 
+def _started_at(pid: int | str) -> float | None:
+    """Wall-clock start of a process from /proc (10 ms resolution), None where /proc is not Linux's."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+        ticks = int(stat[stat.rfind(")") + 2:].split()[19])
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+class PhaseClock:
+    """Wall seconds per phase of a stage process, so `make bench` can say where fixed cost goes.
+
+    ``jvm_start`` is spark-submit's JVM (this process's parent) up to this Python process;
+    ``python_imports`` is this process's start up to stage_cli (interpreter, pyspark, the stage's
+    modules); every ``mark`` adds the time since the previous one to its phase.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.time()
+        mine, parent = _started_at("self"), _started_at(os.getppid())
+        if mine is not None:
+            if parent is not None and _is_spark_submit(os.getppid()):
+                self.seconds["jvm_start"] = max(mine - parent, 0.0)
+            self.seconds["python_imports"] = max(self.last - mine, 0.0)
+
+    def mark(self, phase: str) -> None:
+        now = time.time()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + (now - self.last)
+        self.last = now
+
+    def metrics(self) -> dict[str, float]:
+        return {phase_metric(k): round(v, 3) for k, v in self.seconds.items()}
+
+    def line(self) -> str:
+        return PHASE_LINE_PREFIX + json.dumps({k: round(v, 3) for k, v in self.seconds.items()})
+
+
+def _is_spark_submit(pid: int) -> bool:
+    try:
+        return b"SparkSubmit" in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+
+
 def parse_date(value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
@@ -51,6 +108,7 @@ def stage_cli(stage: str, body: StageBody, argv: list[str] | None = None, needs_
     parser.add_argument("--run-id", default=None, help="Airflow DAG run id")
     parser.add_argument("--task-id", default=None)
     parser.add_argument("--try-number", type=int, default=None)
+    clock = PhaseClock()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -65,12 +123,19 @@ def stage_cli(stage: str, body: StageBody, argv: list[str] | None = None, needs_
     try:
         if preflight_enabled():  # no run is opened and no Spark started while MLflow is down
             wait_for_dependencies(before_run)
+        clock.mark("preflight")
         with stage_run(ctx, settings, during_run, check_first=preflight_enabled()) as tracker:
-            spark = spark_session(f"lakehouse-{stage}-{ctx.trade_date}", settings) if needs_spark else None
+            clock.mark("mlflow_open")
+            spark = spark_session(f"lakehouse-{stage}-{ctx.trade_date}", settings, clock=clock) if needs_spark else None
             if spark is not None:
                 tracker.tags({TAG_SPARK_APP_ID: spark.sparkContext.applicationId,
                               TAG_SPARK_MASTER: spark.sparkContext.master})
+            clock.mark("mlflow_open")
             body(spark, settings, ctx, tracker)
+            clock.mark("work")
+            tracker.metrics(clock.metrics())
+        clock.mark("mlflow_close")
+        print(clock.line(), file=sys.stderr)
     except DependencyUnavailable as exc:
         print(f"{stage} {ctx.trade_date}: FAILED, dependency unavailable: {exc}", file=sys.stderr)
         return DEPENDENCY_EXIT_CODE

@@ -13,11 +13,12 @@ from jobs.contract import default_jars, env
 from jobs.lakehouse.settings import Settings
 
 
-def spark_session(app_name: str, settings: Settings, master: str | None = None):
+def spark_session(app_name: str, settings: Settings, master: str | None = None, clock=None):
     """Build (or reuse) the SparkSession with Iceberg wired in.
 
     Under spark-submit the master and jars come from the command line; ``master`` is for tests
-    and notebooks, which also get the offline jars here.
+    and notebooks, which also get the offline jars here. ``clock`` (stage_cli's PhaseClock) splits
+    the SparkContext start from the first Iceberg catalog call.
     """
     from pyspark.sql import SparkSession
 
@@ -43,7 +44,11 @@ def spark_session(app_name: str, settings: Settings, master: str | None = None):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(env("SPARK_LOG_LEVEL", "WARN"))
+    if clock is not None:
+        clock.mark("spark_context")
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {settings.catalog}.{settings.namespace}")
+    if clock is not None:
+        clock.mark("iceberg_catalog")
     return spark
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,17 @@ def _lakehouse_home() -> Path:
 def _minutes(value: str) -> int:
     """Whole minutes; ``off``/``none``/``0`` disable."""
     return 0 if value.strip().lower() in ("off", "none", "false", "disabled") else int(value)
+
+
+def _spark_master(conn_id: str) -> str:
+    """SPARK_MASTER, else the host of an AIRFLOW_CONN_<ID> JSON connection; empty when unknown."""
+    master = env("SPARK_MASTER", "")
+    if master:
+        return master
+    try:
+        return str(json.loads(os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "") or "{}").get("host") or "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,10 @@ class PipelineConfig:
     raw_delivery_quiet_seconds: float = 300.0
     raw_delivery_timeout: str = "07:00"
     raw_delivery_poll_seconds: float = 60.0
+    # JVM flags of each stage's driver (spark.driver.extraJavaOptions); empty: Spark's defaults
+    driver_java_options: str = ""
+    # The master spark-submit uses (SPARK_MASTER, else the host of the env-defined connection)
+    spark_master: str = ""
 
     def default_args(self) -> dict:
         """Task defaults of every pipeline DAG: retries with exponential backoff, a time limit, and
@@ -96,6 +113,8 @@ class PipelineConfig:
             drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", "0.3")),
             retraining_lookback_days=int(env("RETRAINING_LOOKBACK_DAYS", "5")),
             deadline_minutes=_minutes(env("PIPELINE_DEADLINE_MINUTES", "240")),
+            driver_java_options=env("SPARK_DRIVER_JAVA_OPTIONS", ""),
+            spark_master=_spark_master(env("SPARK_CONN_ID", "spark_default")),
             raw_ticks_path=env("RAW_TICKS_PATH") or str(_lakehouse_home() / "raw" / "ticks"),
             raw_delivery_marker=contract.raw_delivery_marker(),
             raw_delivery_quiet_seconds=float(env("RAW_DELIVERY_QUIET_SECONDS", "300")),

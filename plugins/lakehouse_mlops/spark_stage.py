@@ -6,7 +6,7 @@ import re
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from jobs.contract import EXIT_DETERMINISTIC, START_TRACKING
+from jobs.contract import EXIT_DETERMINISTIC, START_TRACKING, spark_stage_conf
 from lakehouse_mlops.config import PipelineConfig
 
 # What start_tracking returned (trade date, parent run id), as a Jinja expression.
@@ -74,7 +74,8 @@ def spark_stage(stage: str, cfg: PipelineConfig, doc: str = "", env: dict[str, s
             "spark.sql.shuffle.partitions": cfg.shuffle_partitions,
             "spark.pyspark.python": cfg.pyspark_python,
             "spark.pyspark.driver.python": cfg.pyspark_python,
-            "spark.ui.showConsoleProgress": "false",
+            **spark_stage_conf(cfg.spark_master),
+            **({"spark.driver.extraJavaOptions": cfg.driver_java_options} if cfg.driver_java_options else {}),
         },
         # The jobs package is imported from the repository root (py_files on a cluster).
         env_vars={"PYTHONPATH": repo, "PYSPARK_PYTHON": cfg.pyspark_python, **(env or {})},

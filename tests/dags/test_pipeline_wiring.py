@@ -42,6 +42,7 @@ def test_weekends_are_not_trading_days():
 @pytest.mark.parametrize("master", ["local[*]", "spark://spark-master:7077"])
 def test_stage_resolves_to_the_intended_spark_submit_command(monkeypatch, tmp_path, master):
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", f'{{"conn_type": "spark", "host": "{master}"}}')
+    monkeypatch.delenv("SPARK_MASTER", raising=False)
     monkeypatch.setenv("SPARK_SUBMIT_BINARY", "/opt/jobs-venv/bin/spark-submit")
     monkeypatch.setenv("SPARK_JARS", "/jars/iceberg.jar,/jars/sqlite.jar")
     monkeypatch.setenv("PYSPARK_PYTHON", "/opt/jobs-venv/bin/python")
@@ -55,6 +56,9 @@ def test_stage_resolves_to_the_intended_spark_submit_command(monkeypatch, tmp_pa
     assert cmd[cmd.index("--master") + 1] == master
     assert cmd[cmd.index("--jars") + 1] == "/jars/iceberg.jar,/jars/sqlite.jar"
     assert "spark.pyspark.python=/opt/jobs-venv/bin/python" in cmd
+    assert "spark.ui.enabled=false" in cmd  # no UI port, no UI start-up cost
+    # loopback only where the driver is alone: a cluster's executors must reach the driver's host
+    assert ("spark.driver.bindAddress=127.0.0.1" in cmd) == master.startswith("local")
     assert cmd[-3:] == [str(Path(op.application)), "--trade-date", "2026-11-24"]
     assert op.application.endswith("jobs/stages/silver_to_gold.py")
 
