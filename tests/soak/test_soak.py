@@ -25,10 +25,10 @@ import pytest
 from jobs import contract
 from jobs.trade_calendar import closed_reason
 from scripts.devstack.temporary import Stack, running_stack
+from scripts.soak import plan_from_env
 
-VARIANT = os.environ.get("SOAK_VARIANT", "short")
-TICKS = int(os.environ.get("SOAK_TICKS_PER_DATE", "20000"))
-MEMORY_RATIO = float(os.environ.get("SOAK_MEMORY_RATIO", "1.3"))
+PLAN = plan_from_env()
+VARIANT, TICKS, MEMORY_RATIO = PLAN.variant, PLAN.ticks_per_date, PLAN.memory_ratio
 RETAIN_LAST = 2
 SERVICES = ("seaweedfs", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
             "airflow-triggerer")
@@ -38,19 +38,6 @@ DATA_TABLES = (contract.BRONZE, contract.SILVER, contract.QUARANTINE, contract.G
 DATA_STAGES = (contract.RAW_TO_BRONZE, contract.BRONZE_TO_SILVER, contract.SILVER_TO_GOLD,
                contract.FEATURE_ENGINEERING)
 OUTAGE_STAGE = contract.BRONZE_TO_SILVER
-
-
-def _plan() -> tuple[list[dt.date], dict[dt.date, str], dt.date, dt.date]:
-    """(nights in order, event of a night, the date rerun, the old date backfilled)."""
-    if VARIANT == "long":
-        first = dt.date(2026, 9, 18)
-        nights = [first + dt.timedelta(days=i) for i in range(int(os.environ.get("SOAK_DAYS", "13")))]
-        events = {dt.date(2026, 9, 21): "late", dt.date(2026, 9, 23): "mlflow-outage",
-                  dt.date(2026, 9, 29): "never"}
-        return nights, events, dt.date(2026, 9, 22), dt.date(2026, 9, 17)
-    nights = [dt.date(2026, 9, 22) + dt.timedelta(days=i) for i in range(7)]
-    events = {dt.date(2026, 9, 23): "late+mlflow-outage", dt.date(2026, 9, 28): "never"}
-    return nights, events, dt.date(2026, 9, 22), dt.date(2026, 9, 21)
 
 
 @dataclass
@@ -289,7 +276,7 @@ def soak(request):
             airflow.wait_for_dag()
             airflow.wait_for_dag(contract.ICEBERG_MAINTENANCE)
             airflow.unpause()
-            nights, events, rerun_date, backfill_date = _plan()
+            nights, events, rerun_date, backfill_date = list(PLAN.nights), PLAN.events, PLAN.rerun, PLAN.backfill
             rows: list[Row] = []
             for day in nights:
                 rows.append(finish(night(st, airflow, day, events.get(day, "")), airflow))
