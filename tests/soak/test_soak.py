@@ -280,8 +280,9 @@ def soak(request):
             rows: list[Row] = []
             for day in nights:
                 rows.append(finish(night(st, airflow, day, events.get(day, "")), airflow))
-                print(f"soak: {day} {rows[-1].event}: {rows[-1].state} after {time.monotonic() - started:.0f}s",
-                      flush=True)
+                print(f"soak: {day} {rows[-1].event}: {rows[-1].state}, stages {rows[-1].stages_ok}/"
+                      f"{len(contract.STAGES)}, champion v{rows[-1].champion} ({rows[-1].champion_through}), "
+                      f"{rows[-1].snapshots} snapshots, {time.monotonic() - started:.0f}s in", flush=True)
             # A rerun of a date that already succeeded: the same DAG run, cleared.
             original = next(r for r in rows if r.date == rerun_date)
             airflow.clear(original.run_id)
