@@ -296,6 +296,15 @@ def soak(request):
             airflow.wait_backfill(backfill["id"], timeout=3600)
             run_id = airflow.backfill_runs(backfill)[backfill_date.isoformat()]
             rows.append(finish(Row(date=backfill_date, event="backfill of an old date", run_id=run_id), airflow))
+            # Runs the scheduler started by itself (seen: a backfill makes Airflow 3.3.2 create the
+            # latest tick's scheduled run, for today's date with no RAW) are judged by the same rules.
+            ours = {r.run_id for r in rows}
+            for run in airflow.runs_of(contract.ML_PIPELINE):
+                if run["dag_run_id"] not in ours and run.get("run_type") == "scheduled":
+                    airflow.wait({"scheduled": run["dag_run_id"]}, timeout=1800)
+                    rows.append(finish(Row(date=airflow.trade_date_of(run["logical_date"]),
+                                           event="started by the scheduler itself", run_id=run["dag_run_id"]),
+                                       airflow))
             # Any retraining a drift alert started belongs to the table too.
             for run in airflow.runs_of(contract.ML_RETRAINING):
                 airflow.wait({"retraining": run["dag_run_id"]}, timeout=1800, dag_id=contract.ML_RETRAINING)
@@ -332,7 +341,7 @@ def test_every_failure_paged_once_and_nothing_else_paged(soak):
     for r in rows:
         expected = 1 if r.state == "failed" else 0
         assert r.alerts == expected, (r.date, r.event, r.state, r.alerts)
-    failed = [r for r in rows if r.state == "failed"]
+    failed = [r for r in rows if r.state == "failed" and r.event != "started by the scheduler itself"]
     assert [r.date for r in failed] == [d for d, e in soak["events"].items() if e == "never"], soak["table"]
     attributed = {r.run_id for r in rows}
     stray = [a for a in soak["alerts"] if not (isinstance(a, dict) and a.get("run") in attributed)]
