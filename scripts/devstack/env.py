@@ -186,6 +186,9 @@ def _port_defaults(v: dict[str, str]) -> None:
     v["AWS_REQUEST_CHECKSUM_CALCULATION"] = v.get("AWS_REQUEST_CHECKSUM_CALCULATION") or "when_required"
     v["AWS_RESPONSE_CHECKSUM_VALIDATION"] = v.get("AWS_RESPONSE_CHECKSUM_VALIDATION") or "when_required"
     v["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = v.get("MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE") or "path"
+    # Offline embedded stack: MLflow 3.17's telemetry thread raised KeyError('_MLFLOW_TELEMETRY_SESSION_ID')
+    # inside a stage's log-batch call under load (seen in make demo); nothing to report to anyway.
+    v["MLFLOW_DISABLE_TELEMETRY"] = v.get("MLFLOW_DISABLE_TELEMETRY") or "true"
     v.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 

@@ -57,7 +57,7 @@ def pipeline(request) -> PipelineSession:
             session.runs["missing"] = airflow.trigger(MISSING_DATE, tag="e2e")
             for d in (*GOOD_DATES, DRIFT_DATE):
                 session.runs[d.isoformat()] = airflow.trigger(d, tag="e2e")
-            session.states = airflow.wait(session.runs, timeout=1800)
+            session.states = airflow.wait(session.runs, timeout=3600)  # a bound for loaded machines, not a sleep
             # The drifted date's asset event schedules ml_retraining; wait for that run too.
             deadline = time.monotonic() + 120
             while not (retraining := airflow.runs_of("ml_retraining")) and time.monotonic() < deadline:
