@@ -7,9 +7,12 @@ metric keys and run filters are the ones in ``jobs.contract``, which the stages 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from jobs import contract
 from lakehouse_mlops.config import PipelineConfig
+
+log = logging.getLogger(__name__)
 
 
 def _client(cfg: PipelineConfig):
@@ -67,12 +70,26 @@ def open_parent_run(cfg: PipelineConfig, dag_id: str, run_id: str, trade_date: d
     return run.info.run_id
 
 
+def failed_prerequisites(task_states: dict[str, str | None], stages: list[str]) -> list[str]:
+    """Non-stage tasks that failed (``wait_for_raw``, ``drift_gate``...): often the reason stages did not run."""
+    return [t for t, state in task_states.items() if t not in stages and state == "failed"]
+
+
 def health_summary(task_states: dict[str, str | None], stages: list[str]) -> str:
-    """One line a person reads first: "7/7 stages succeeded", or which ones did not and how."""
+    """One line a person reads first: "7/7 stages succeeded", or what failed first and what it took along."""
     ok = [s for s in stages if task_states.get(s) == "success"]
     line = f"{len(ok)}/{len(stages)} stages succeeded"
-    bad = [f"{s} {task_states.get(s) or 'not run'}" for s in stages if s not in ok]
+    bad = [f"{t} failed" for t in failed_prerequisites(task_states, stages)]
+    bad += [f"{s} {task_states.get(s) or 'not run'}" for s in stages if s not in ok]
     return f"{line}; {', '.join(bad)}" if bad else line
+
+
+def record_task_error(cfg: PipelineConfig, parent_run_id: str, task_id: str, message: str) -> None:
+    """Leave a non-stage task's failure on the parent run, so its note says why (best effort)."""
+    try:
+        _client(cfg).set_tag(parent_run_id, f"{contract.TAG_ERROR}.{task_id}", message[:4900])
+    except Exception as exc:  # MLflow down: the task's own alert still carries the message
+        log.warning("could not record %s's error on parent run %s: %s", task_id, parent_run_id, exc)
 
 
 def run_note(run_id: str, trade_date, airflow_url: str, health: str, report_url: str | None = None,
@@ -133,12 +150,14 @@ def close_parent_run(cfg: PipelineConfig, parent_run_id: str, task_states: dict[
     for key, value in metrics.items():
         client.log_metric(parent_run_id, key, value)
     tags = {contract.TAG_FAILED_STAGES: ",".join(failed) or "none"}
-    if failed:
-        errors = [f"{s}: {children[s].data.tags.get(contract.TAG_ERROR, task_states.get(s))}" if s in children
-                  else f"{s}: {task_states.get(s) or 'not run'}" for s in failed]
-        tags[contract.TAG_ERROR] = "; ".join(str(e) for e in errors)[:4900]
     parent = client.get_run(parent_run_id)
     ptags = parent.data.tags
+    if failed:
+        errors = [f"{t}: {ptags.get(f'{contract.TAG_ERROR}.{t}', 'failed')}"
+                  for t in failed_prerequisites(task_states, stages)]
+        errors += [f"{s}: {children[s].data.tags.get(contract.TAG_ERROR, task_states.get(s))}" if s in children
+                   else f"{s}: {task_states.get(s) or 'not run'}" for s in failed]
+        tags[contract.TAG_ERROR] = "; ".join(str(e) for e in errors)[:4900]
     report_url = None
     if _has_artifact(client, parent_run_id, contract.REPORT_HTML_ARTIFACT):  # publish_report ran before
         report_url = contract.mlflow_artifact_url(cfg.mlflow_ui_url, parent.info.experiment_id, parent_run_id,

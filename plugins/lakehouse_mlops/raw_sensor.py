@@ -92,7 +92,8 @@ class RawDeliverySensor(BaseOperator):
         self.log.info("RAW for %s at %s: %s (waiting until %s)", trade_date, folder, seen, by)
         if done:
             return {"folder": folder, "detail": seen}
-        self._raise_if_past(deadline, trade_date, by, folder, seen)
+        if dt.datetime.now(dt.UTC) >= deadline:
+            self._fail(context, f"RAW for {trade_date} not delivered by {by}\n{folder}: {seen}")
         self.defer(
             trigger=RawDeliveryTrigger(folder, cfg.raw_delivery_marker, cfg.raw_delivery_quiet_seconds,
                                        cfg.raw_delivery_poll_seconds, deadline.isoformat()),
@@ -102,16 +103,20 @@ class RawDeliverySensor(BaseOperator):
             timeout=(deadline - dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=10),
         )
 
-    @staticmethod
-    def _raise_if_past(deadline, trade_date, by, folder, seen) -> None:
-        if dt.datetime.now(dt.UTC) >= deadline:
-            raise DeliveryNotComplete(f"RAW for {trade_date} not delivered by {by}\n"
-                                      f"{folder}: {seen}")
+    def _fail(self, context, message: str):
+        """Fail once, leaving the reason on the MLflow parent run too (its note names wait_for_raw)."""
+        from lakehouse_mlops import parent_run
+
+        ti = context.get("ti")
+        started = (ti.xcom_pull(task_ids=contract.START_TRACKING) if ti is not None else None) or {}
+        if started.get("parent_run_id"):
+            parent_run.record_task_error(self.cfg, started["parent_run_id"], self.task_id, message.splitlines()[0])
+        raise DeliveryNotComplete(message)
 
     def execute_complete(self, context, event=None, trade_date=None, by=None, folder=None):
         event = event or {}
         if event.get("status") == "complete":
             self.log.info("RAW for %s complete: %s", trade_date, event.get("detail"))
             return {"folder": folder, "detail": event.get("detail")}
-        raise DeliveryNotComplete(f"RAW for {trade_date} not delivered by {by}\n"
-                                  f"{folder}: {event.get('detail', 'no event')}")
+        self._fail(context, f"RAW for {trade_date} not delivered by {by}\n"
+                            f"{folder}: {event.get('detail', 'no event')}")

@@ -179,3 +179,16 @@ def test_finish_tracking_is_the_only_leaf(dags):
     for dag in (dags[contract.ML_PIPELINE], dags[contract.ML_RETRAINING]):
         leaves = [t.task_id for t in dag.tasks if not t.downstream_task_ids]
         assert leaves == [contract.FINISH_TRACKING], dag.dag_id
+
+
+def test_the_parent_runs_headline_names_the_task_that_failed_first():
+    from lakehouse_mlops.parent_run import health_summary
+
+    stages = list(contract.STAGES)
+    states = {contract.START_TRACKING: "success", contract.WAIT_FOR_RAW: "failed",
+              **{s: "upstream_failed" for s in stages}, contract.DRIFT_GATE: "upstream_failed"}
+    assert health_summary(states, stages).startswith(
+        f"0/{len(stages)} stages succeeded; wait_for_raw failed, {stages[0]} upstream_failed, ")
+    green = {**{s: "success" for s in stages}, contract.DRIFT_GATE: "failed"}
+    assert health_summary(green, stages) == f"{len(stages)}/{len(stages)} stages succeeded; drift_gate failed"
+    assert health_summary({s: "success" for s in stages}, stages) == f"{len(stages)}/{len(stages)} stages succeeded"

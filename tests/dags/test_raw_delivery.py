@@ -99,9 +99,14 @@ def test_the_sensor_defers_to_the_triggerer_while_the_deadline_is_ahead(monkeypa
 
 
 def test_a_rerun_of_an_old_date_without_raw_fails_at_once_with_the_alert_text(monkeypatch, tmp_path):
+    from lakehouse_mlops import parent_run
+
+    recorded = []  # MLflow itself is not running in these DAG tests; tests/e2e reads the real parent run
+    monkeypatch.setattr(parent_run, "record_task_error", lambda cfg, *args: recorded.append(args))
     old = StartedTI(dt.date(2021, 3, 2))  # its 07:00 deadline passed long before any test run
     with pytest.raises(DeliveryNotComplete, match=r"^RAW for 2021-03-02 not delivered by 07:00 Asia/Seoul"):
         sensor(monkeypatch, tmp_path, "07:00").execute({"ti": old})
+    assert recorded == [("p", "wait_for_raw", "RAW for 2021-03-02 not delivered by 07:00 Asia/Seoul")]
     with pytest.raises(AirflowFailException, match="RAW_DELIVERY_TIMEOUT"):
         sensor(monkeypatch, tmp_path, "soon").execute({"ti": StartedTI()})
 

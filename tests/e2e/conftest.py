@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from e2e_support import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE, WebhookReceiver
+from e2e_support import (
+    DRIFT_DATE,
+    GOOD_DATES,
+    MESSY_DATE,
+    MISSING_DATE,
+    RAW_DELIVERY_BY,
+    TICKS_PER_DATE,
+    WebhookReceiver,
+)
 
 from scripts.devstack.temporary import Stack, running_stack
 
@@ -39,6 +47,7 @@ def pipeline(request) -> PipelineSession:
         "ALERT_WEBHOOK_URL": webhook.url,
         "PIPELINE_RETRIES": "2",
         "PIPELINE_RETRY_DELAY_SECONDS": "1",  # keep the failing date's three tries quick
+        "RAW_DELIVERY_TIMEOUT": RAW_DELIVERY_BY,
         "SPARK_DRIVER_MEMORY": "1g",
         "SPARK_SQL_SHUFFLE_PARTITIONS": "4",
     }

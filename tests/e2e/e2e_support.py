@@ -12,6 +12,10 @@ DRIFT_DATE = dt.date(2026, 11, 26)    # a stressed market: volatility, spreads a
 MISSING_DATE = dt.date(2026, 11, 23)  # a Monday with no RAW delivered
 MESSY_DATE = GOOD_DATES[1]            # also gets a messy second vendor delivery (every kind of bad input)
 TICKS_PER_DATE = 40_000
+# RAW_DELIVERY_TIMEOUT of the session's stack. Not the 07:00 default: whenever the suite runs between
+# 02:00 and 07:00 Seoul time, the scheduler makes that night's real run (no RAW here) and, with 07:00,
+# it would hold ml_pipeline's one run slot for hours; with 02:05 it fails (and pages) at once.
+RAW_DELIVERY_BY = "02:05"
 
 
 class WebhookReceiver:

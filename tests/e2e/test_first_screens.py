@@ -60,10 +60,11 @@ def test_parent_runs_describe_their_health_and_link_airflow_and_the_report(pipel
                                             run.info.run_id, contract.REPORT_HTML_ARTIFACT) in note
 
 
-def test_the_missing_date_says_which_stage_failed(pipeline, mlflow_client, experiment):
+def test_the_missing_date_says_what_failed_first(pipeline, mlflow_client, experiment):
     note = parent(mlflow_client, experiment, pipeline.runs["missing"]).data.tags[contract.TAG_NOTE]
-    assert note.startswith(f"**0/{len(contract.STAGES)} stages succeeded; raw_to_bronze failed"), note
-    assert "Error: raw_to_bronze" in note, note
+    assert note.startswith(f"**0/{len(contract.STAGES)} stages succeeded; {contract.WAIT_FOR_RAW} failed, "
+                           f"raw_to_bronze upstream_failed"), note
+    assert f"Error: {contract.WAIT_FOR_RAW}: RAW for {MISSING_DATE} not delivered by" in note, note
     assert MISSING_DATE.isoformat() in note
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import mlflow
 import pytest
 from browser import ARTIFACTS, chromium
-from e2e_support import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, TICKS_PER_DATE
+from e2e_support import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, RAW_DELIVERY_BY, TICKS_PER_DATE
 from mlflow import MlflowClient
 
 from jobs import contract
@@ -187,7 +187,7 @@ def test_champion_is_registered_and_its_artifacts_live_in_seaweedfs(pipeline, cl
 
 
 def test_a_date_whose_raw_never_came_starts_no_spark_job(pipeline, client, experiment_id):
-    """Its 07:00 deadline is long past: wait_for_raw fails on its first try, Bronze never starts."""
+    """Its delivery deadline is long past: wait_for_raw fails on its first try, Bronze never starts."""
     parent = parent_of(client, experiment_id, pipeline.runs["missing"])
     assert not [c for c in children_of(client, experiment_id, parent.info.run_id)
                 if c.data.tags["pipeline.stage"] == "raw_to_bronze"]
@@ -236,7 +236,12 @@ def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, clien
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
     assert set(inputs) == {f"local.option_ticks_db.features_option_bars@{snapshot}:training",
                            f"local.option_ticks_db.features_option_bars@{snapshot}:holdout"}
-    assert f"VERSION AS OF {snapshot}" in champion.tags["training_sql"]
+    tag = champion.tags[contract.VERSION_TAG_FEATURES_REF]  # the Iceberg tag that keeps the snapshot past expiry
+    assert tag == contract.model_snapshot_tag(champion.version)
+    assert f"VERSION AS OF '{tag}'" in champion.tags["training_sql"]
+    settings = Settings.from_env()
+    refs = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{FEATURES}").refs()
+    assert refs[tag].snapshot_ref_type == "tag" and refs[tag].snapshot_id == int(snapshot)
 
 
 RETRAIN = """
@@ -330,7 +335,7 @@ def test_a_failed_task_alerts_with_date_error_and_log_link(pipeline):
     failures = [m for m in pipeline.webhook.messages if m.get("run") == pipeline.runs["missing"]]
     assert len(failures) == 1  # once: not per try, and finish_tracking does not page again
     alert = failures[0]
-    assert alert["title"] == f"RAW for {MISSING_DATE} not delivered by 07:00 Asia/Seoul"
+    assert alert["title"] == f"RAW for {MISSING_DATE} not delivered by {RAW_DELIVERY_BY} Asia/Seoul"
     assert alert["dag"] == "ml_pipeline" and alert["task"] == "wait_for_raw"
     assert alert["trade_date"] == MISSING_DATE.isoformat()
     assert "not delivered" in alert["error"]
@@ -378,9 +383,11 @@ def test_a_run_not_finished_by_its_deadline_alerts_through_the_webhook(pipeline)
     """A real Airflow Deadline Alert: scheduler → triggerer → lakehouse_mlops.deadline → webhook.
 
     A run of today's date is made whose deadline (logical date + PIPELINE_DEADLINE_MINUTES) lies
-    40 s ahead, while the DAG is paused so it cannot finish in time; its trade date is a Saturday,
-    so once unpaused it skips in seconds. The session's runs of past dates got no deadline at all.
+    40 s ahead, while the DAG is paused so it cannot finish in time. Its trade date is a trading day
+    (closed days get no deadline), and once the alert is in, the run is marked failed through the API
+    before it can start, so it touches no table. The session's runs of past dates got no deadline at all.
     """
+    trade_date = "2026-11-20"  # a Friday, KRX open
     airflow, env = pipeline.airflow, pipeline.stack.env
     minutes = int(env.get("PIPELINE_DEADLINE_MINUTES") or 240)
     due = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=40)
@@ -389,23 +396,27 @@ def test_a_run_not_finished_by_its_deadline_alerts_through_the_webhook(pipeline)
     assert airflow.call("PATCH", "/api/v2/dags/ml_pipeline", {"is_paused": True})[0] == 200
     try:
         status, body = airflow.call("POST", "/api/v2/dags/ml_pipeline/dagRuns", {
-            "dag_run_id": run_id, "logical_date": logical.isoformat(), "conf": {"trade_date": "2026-11-21"},
+            "dag_run_id": run_id, "logical_date": logical.isoformat(), "conf": {"trade_date": trade_date},
             "note": "e2e: a run that misses its deadline"})
         assert status in (200, 201), body
         waited = time.monotonic()
         while not deadline_alerts(pipeline) and time.monotonic() - waited < 240:
             time.sleep(2)
         took = time.monotonic() - waited
+        marked = airflow.call("PATCH", f"/api/v2/dags/ml_pipeline/dagRuns/{urllib.parse.quote(run_id, safe='')}",
+                              {"state": "failed"})
+        assert marked[0] == 200, marked
     finally:
         airflow.unpause()
-    assert airflow.wait({"deadline probe": run_id}, timeout=300) == {"deadline probe": "success"}
-    alerts = deadline_alerts(pipeline)
-    assert len(alerts) == 1, f"expected one deadline alert (none for the session's past dates): {alerts}"
+    assert airflow.wait({"deadline probe": run_id}, timeout=300) == {"deadline probe": "failed"}
+    assert [a for a in deadline_alerts(pipeline) if a["run"] in pipeline.runs.values()] == []  # past dates
+    alerts = [a for a in deadline_alerts(pipeline) if a["run"] == run_id]
+    assert len(alerts) == 1, f"expected one deadline alert for the probe: {deadline_alerts(pipeline)}"
     alert = alerts[0]
     assert took >= 30, f"alerted after {took:.0f}s, before the deadline"
     local = due.astimezone(ZoneInfo("Asia/Seoul"))
-    assert alert["title"] == f"Deadline missed: ml_pipeline for 2026-11-21 not finished by {local:%H:%M} Asia/Seoul"
-    assert alert["dag"] == "ml_pipeline" and alert["run"] == run_id and alert["trade_date"] == "2026-11-21"
+    assert alert["title"] == f"Deadline missed: ml_pipeline for {trade_date} not finished by {local:%H:%M} Asia/Seoul"
+    assert alert["dag"] == "ml_pipeline" and alert["run"] == run_id and alert["trade_date"] == trade_date
     assert alert["deadline"] == f"{local:%Y-%m-%d %H:%M} Asia/Seoul ({due:%H:%M} UTC)"
     assert alert["state"] == "queued"
     assert alert["run_url"] == f"{env['AIRFLOW_UI_URL']}/dags/ml_pipeline/runs/{urllib.parse.quote(run_id, safe='')}"
