@@ -182,7 +182,14 @@ def model_snapshot_tag(version: object) -> str:
 # MLflow run filters: one spelling of "this DAG run's parent" and "its child runs"
 # --------------------------------------------------------------------------------------------------
 
-_SAFE_FILTER_VALUE = re.compile(r"^[A-Za-z0-9_.:+~@ /-]*$")
+# Airflow's own shapes, ASCII only: KEY_REGEX (airflow.utils.helpers) for dag and task ids (a task
+# group adds dots), and the default `[scheduler] allowed_run_id_pattern` for run ids; both at most 250
+# characters (the columns' length). A value of these shapes can never end a quoted filter literal.
+AIRFLOW_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+AIRFLOW_RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_.~:+-]{1,250}")
+# Every value that goes into a filter: the union of the shapes above (run ids, task ids, DAG ids,
+# ISO dates, MLflow run ids, run statuses). No quote, backslash, back-tick, blank or `%`.
+_SAFE_FILTER_VALUE = re.compile(r"[A-Za-z0-9_.:+~-]{1,250}")
 
 
 def filter_value(value: object) -> str:
@@ -192,7 +199,7 @@ def filter_value(value: object) -> str:
     back-tick in one is a bug or an attack, never data to search for.
     """
     text = str(value)
-    if not _SAFE_FILTER_VALUE.match(text):
+    if not _SAFE_FILTER_VALUE.fullmatch(text):
         raise ValueError(f"refusing an unexpected character in an MLflow filter value: {text!r}")
     return f"'{text}'"
 
@@ -306,15 +313,18 @@ def switch(name: str, default: str = "on") -> bool:
     return env(name, default).lower() not in ("off", "0", "false", "no")
 
 
-def bounded_mlflow_http() -> None:
+def bounded_mlflow_http(max_retries: int | None = None, max_timeout: int | None = None) -> None:
     """Bound the MLflow client's HTTP retries before talking to MLflow.
 
     MLflow's own defaults retry one call for about 4 minutes; a task waiting on a dead tracking
-    server should fail in seconds and leave the retrying to Airflow.
+    server should fail in seconds and leave the retrying to Airflow. A caller that must answer a
+    person (the api-server's link endpoint) caps retries and per-request timeout further.
     """
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    retries = int(env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3"))
+    timeout = int(env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60"))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries if max_retries is None else min(retries, max_retries))
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = env("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = env("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout if max_timeout is None else min(timeout, max_timeout))
 
 
 def default_jars(repo: Path = REPO_ROOT) -> str:
