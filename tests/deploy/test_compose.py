@@ -30,7 +30,7 @@ JOBS_JARS = REPO / ".venv-jobs" / "lib" / "python3.11" / "site-packages" / "pysp
 
 AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker"]
-ONE_SHOT = {"airflow-init", "mlflow-db-init"}
+ONE_SHOT = {"airflow-init", "mlflow-db-init", "secrets-check"}
 # Memory limits from the user's guide (docker-compose-mlops.yml, option 2): MLflow 1G, Redis 512M,
 # webserver (now api-server) 2G, scheduler 2G. Postgres holds two databases now: 1G instead of 512M.
 GUIDE_MEMORY = {"mlflow": "1g", "redis": "512m", "airflow-apiserver": "2g", "airflow-scheduler": "2g"}
@@ -245,7 +245,8 @@ def test_compose_file_is_valid_compose_spec_after_interpolation(raw, example_env
 
 def test_missing_secret_stops_compose_instead_of_falling_back(raw, example_env):
     for name in ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_ADMIN_PASSWORD",
-                 "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AWS_SECRET_ACCESS_KEY"):
+                 "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                 "MLOPS_LAKEHOUSE_S3_SECRET_ACCESS_KEY", "MLOPS_MLFLOW_S3_SECRET_ACCESS_KEY"):
         env = {k: v for k, v in example_env.items() if k != name}
         with pytest.raises(MissingVariable, match=name):
             interpolate_tree(raw, env)
