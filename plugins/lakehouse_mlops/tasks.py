@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, task
@@ -133,21 +134,24 @@ def drift_gate_task(cfg: PipelineConfig):
 
 
 def publish_report_task(cfg: PipelineConfig) -> BashOperator:
-    """The morning report on the parent run, rendered by the jobs environment (matplotlib)."""
+    """The morning report on the parent run, rendered by the jobs environment (matplotlib).
+
+    The parent run id comes from an XCom: it reaches bash only as an environment variable, quoted
+    where it is used, so no value a task returned is ever parsed as shell.
+    """
     return BashOperator(
         task_id=contract.PUBLISH_REPORT,
         doc_md="Row funnel, stage durations, quality, drift and model comparison as HTML + PNG on the "
                "MLflow parent run (artifacts `report/`). Runs for failed runs too.",
         trigger_rule="all_done",
         bash_command=(
-            "{% set started = " + STARTED + " %}"
-            "{% if started %}"
-            f"{cfg.pyspark_python} -m jobs.report.publish --parent-run-id {{{{ started['parent_run_id'] }}}}"
-            "{% else %}"
-            f"echo 'nothing was tracked for this run'; exit {SKIP_EXIT_CODE}"
-            "{% endif %}"
+            'if [ -n "$LAKEHOUSE_PARENT_RUN_ID" ]; then '
+            f"exec {shlex.quote(cfg.pyspark_python)} -m jobs.report.publish "
+            '--parent-run-id "$LAKEHOUSE_PARENT_RUN_ID"; '
+            f"else echo 'nothing was tracked for this run'; exit {SKIP_EXIT_CODE}; fi"
         ),
-        env={"PYTHONPATH": str(cfg.jobs_dir.parent)},
+        env={"PYTHONPATH": str(cfg.jobs_dir.parent),
+             "LAKEHOUSE_PARENT_RUN_ID": "{{ (" + STARTED + " or {}).get('parent_run_id') or '' }}"},
         append_env=True,
         skip_on_exit_code=SKIP_EXIT_CODE,
     )
