@@ -74,7 +74,7 @@ test-deps: ## Debian Chromium for the browser check of the MLflow UI
 
 test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
-	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q $(PYTEST_ARGS)
+	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q --durations=15 $(PYTEST_ARGS)
 
 test-soak: deps ## The short soak (a few nights with every kind of event); not yet part of make test
 	$(JOBS_VENV)/bin/python -m pytest tests/soak -q -s $(PYTEST_ARGS)

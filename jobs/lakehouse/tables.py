@@ -9,6 +9,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from jobs import contract
 from jobs.contract import default_jars, env
 from jobs.lakehouse.settings import Settings
 
@@ -29,7 +30,8 @@ def spark_session(app_name: str, settings: Settings, master: str | None = None, 
         jars = env("SPARK_JARS", default_jars())
         if jars:
             builder = builder.config("spark.jars", jars)
-        builder = builder.config("spark.ui.enabled", "false")
+        for key, value in contract.spark_stage_conf(master).items():  # the UI off, a local driver on loopback
+            builder = builder.config(key, value)
     conf = {
         "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
         "spark.sql.session.timeZone": settings.timezone,

@@ -72,6 +72,40 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def _listen_table() -> dict[str, tuple[str, int]]:
+    """socket inode -> (address, port) of every listening TCP socket, from /proc/net/tcp{,6}."""
+    import ipaddress
+
+    result = {}
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        with suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A":  # LISTEN
+                    continue
+                hex_address, hex_port = fields[1].split(":")
+                raw = bytes.fromhex(hex_address)  # the kernel prints each 32-bit word in host (little-endian) order
+                packed = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+                address = ipaddress.ip_address(packed)
+                if getattr(address, "ipv4_mapped", None):
+                    address = address.ipv4_mapped
+                result[fields[9]] = (str(address), int(hex_port, 16))
+    return result
+
+
+def listening_sockets(pids: list[int]) -> set[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket those processes listen on (Linux /proc)."""
+    table, found = _listen_table(), set()
+    for pid in pids:
+        with suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    target = os.readlink(fd.path)
+                    if target.startswith("socket:[") and (entry := table.get(target[8:-1])):
+                        found.add((pid, *entry))
+    return found
+
+
 def _pid_file(env: dict, name: str) -> tuple[int | None, bool]:
     """(pid recorded for a service, whether that process is still ours and alive)."""
     path = dirs(env)["run"] / f"{name}.pid"

@@ -46,14 +46,19 @@ class Finished:
 
 
 def stage_command(env: dict[str, str], stage: str, trade_date: dt.date, parent_run_id: str | None = None,
-                  airflow_run_id: str | None = None, try_number: int | None = None) -> list[str]:
-    """spark-submit of jobs/stages/<stage>.py with the arguments the DAG renders (STAGE_ARGS)."""
-    python = env["PYSPARK_PYTHON"]
-    argv = [env["SPARK_SUBMIT_BINARY"], "--master", env.get("SPARK_MASTER") or "local[2]",
+                  airflow_run_id: str | None = None, try_number: int | None = None,
+                  conf: dict[str, str] | None = None) -> list[str]:
+    """spark-submit of jobs/stages/<stage>.py with the arguments the DAG renders (STAGE_ARGS).
+
+    ``conf`` overrides Spark settings (a test that removes a protection to see its check fail).
+    """
+    python, master = env["PYSPARK_PYTHON"], env.get("SPARK_MASTER") or "local[2]"
+    argv = [env["SPARK_SUBMIT_BINARY"], "--master", master,
             "--name", f"lakehouse-{stage}", "--driver-memory", env.get("SPARK_DRIVER_MEMORY") or "1g",
             "--conf", f"spark.sql.shuffle.partitions={env.get('SPARK_SQL_SHUFFLE_PARTITIONS') or '2'}",
-            "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}",
-            "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false"]
+            "--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={python}"]
+    for key, value in {**contract.spark_stage_conf(master), **(conf or {})}.items():  # as StageSubmitOperator
+        argv += ["--conf", f"{key}={value}"]
     if env.get("SPARK_JARS"):
         argv += ["--jars", env["SPARK_JARS"]]
     argv += [str(REPO / "jobs" / "stages" / f"{stage}.py"), "--trade-date", trade_date.isoformat()]

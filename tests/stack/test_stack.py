@@ -150,36 +150,14 @@ def test_status_exits_zero_when_healthy(stack):
         assert line.endswith("healthy") and "unhealthy" not in line
 
 
-def _listening_sockets() -> dict[str, tuple[str, int]]:
-    """inode -> (hex address, port) of every listening TCP socket, from /proc/net/tcp{,6}."""
-    result = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                address, port = fields[1].split(":")
-                result[fields[9]] = (address, int(port, 16))
-    return result
-
-
 def test_services_listen_on_loopback_only(stack):
     for var, port in stack.listening_ports.items():
         assert stack_health.port_open(port), f"{var}={port} is not listening"
-    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
-    sockets = _listening_sockets()
     found = set()
     for pid_file in (stack.home / "run").glob("*.pid"):
-        for member in processes.session_members(int(pid_file.read_text())):
-            for fd in Path(f"/proc/{member}/fd").iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
-                if inode in sockets:
-                    address, port = sockets[inode]
-                    found.add(port)
-                    assert address in loopback, f"{pid_file.stem} (pid {member}) listens on {address}:{port}"
+        for pid, address, port in processes.listening_sockets(processes.session_members(int(pid_file.read_text()))):
+            found.add(port)
+            assert address in ("127.0.0.1", "::1"), f"{pid_file.stem} (pid {pid}) listens on {address}:{port}"
     assert set(stack.listening_ports.values()) <= found
 
 
