@@ -67,6 +67,7 @@ from scripts.devstack.services import (
     selected_services,
     service_processes,
     write_s3_identities,
+    write_seaweedfs_security,
 )
 
 POLL_SECONDS = 0.5
@@ -123,6 +124,7 @@ def _up_seaweedfs(env: dict) -> str:
     if read_pid(env, svc.name) is None:
         remove_sockets(env)
         write_s3_identities(env)
+        write_seaweedfs_security(env)
         progress(f"seaweedfs: starting `weed mini` (log: {log_path(env, svc.name)})")
         start_service(env, svc)
         state = "started"
@@ -219,12 +221,19 @@ def _airflow_login_line(env: dict) -> str:
     return f"Airflow UI: {url}  user: {user}  password: stored in {pw_file}"
 
 
+def _filer_line(env: dict) -> str:
+    if env.get("SEAWEEDFS_INTERNAL_AUTH", "on").strip().lower() in ("off", "0", "false", "no"):
+        return f"SeaweedFS filer UI: http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}  (SEAWEEDFS_INTERNAL_AUTH=off)"
+    return ("SeaweedFS filer UI: closed (its HTTP ports want SeaweedFS's JWTs; browse with an S3 client, "
+            "or SEAWEEDFS_INTERNAL_AUTH=off)")
+
+
 def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> list[str]:
     lines = []
     if "seaweedfs" in services:
         lines += [f"SeaweedFS S3: {env['MLFLOW_S3_ENDPOINT_URL']}  bucket: {env['S3_BUCKET']}  "
                   f"(keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})",
-                  f"SeaweedFS filer UI: http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}"]
+                  _filer_line(env)]
     if "mlflow" in services:
         lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}")
     if "airflow" in services:
@@ -335,8 +344,8 @@ def cmd_open(env: dict) -> int:
     print(f"Airflow UI    : {ui['Airflow']}  (user {user}; generated password in {password_file(env)})")
     print(f"MLflow UI     : {ui['MLflow']}  (experiment {env.get('MLFLOW_EXPERIMENT_NAME', '')}; no login)")
     print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "
-          f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']}); "
-          f"filer UI http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}")
+          f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})")
+    print(_filer_line(env))
     reports = Path(env["LAKEHOUSE_HOME"]) / "reports"
     if reports.is_dir():
         print(f"Morning reports: {reports}/<trade date>.html")

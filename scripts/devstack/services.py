@@ -91,6 +91,33 @@ def write_s3_identities(env: dict) -> Path:
     return path
 
 
+SEAWEEDFS_JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+
+
+def write_seaweedfs_security(env: dict) -> Path | None:
+    """security.toml in weed's working folder: JWT keys for filer and volume reads and writes.
+
+    Without them the filer, volume and master HTTP ports take unauthenticated reads and writes
+    (from any local process, or a browser through DNS rebinding), bypassing the S3 identities.
+    `weed mini` is one process, so its S3 gateway signs with the same keys; fresh keys on every
+    start (the tokens live 10 s). SEAWEEDFS_INTERNAL_AUTH=off brings the filer UI back.
+    """
+    import secrets
+
+    path = dirs(env)["seaweedfs"] / "security.toml"
+    if env.get("SEAWEEDFS_INTERNAL_AUTH", "on").strip().lower() in ("off", "0", "false", "no"):
+        path.unlink(missing_ok=True)
+        return None
+    body = "".join(f'[{section}]\nkey = "{secrets.token_urlsafe(32)}"\nexpires_after_seconds = 10\n\n'
+                   for section in SEAWEEDFS_JWT_SECTIONS) + "[access]\nui = false\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(body)
+    os.chmod(path, 0o600)
+    return path
+
+
 def mlflow_service(env: dict) -> Service:
     d = dirs(env)
     port = env["MLFLOW_PORT"]

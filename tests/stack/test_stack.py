@@ -186,6 +186,24 @@ def test_s3_refuses_anonymous_and_round_trips_signed(stack):
         stack_health.s3_client(wrong).get_object(Bucket=bucket, Key=key)
 
 
+def test_seaweedfs_internal_ports_refuse_unsigned_reads_and_writes(stack):
+    """The filer and volume HTTP ports want SeaweedFS's JWTs (security.toml): S3's identities cannot be bypassed."""
+    security = stack.home / "seaweedfs" / "security.toml"
+    assert stat.S_IMODE(security.stat().st_mode) == 0o600
+    bucket, key = stack.env["S3_BUCKET"], f"internal-{uuid.uuid4().hex}.txt"
+    stack_health.s3_client(stack.env).put_object(Bucket=bucket, Key=key, Body=b"signed")  # S3 still works
+    filer = f"http://127.0.0.1:{stack.env['SEAWEEDFS_FILER_PORT']}"
+    volume = f"http://127.0.0.1:{stack.env['SEAWEEDFS_VOLUME_PORT']}"
+    attempts = [("GET", f"{filer}/buckets/{bucket}/{key}", None), ("GET", f"{filer}/buckets/{bucket}/", None),
+                ("PUT", f"{filer}/buckets/{bucket}/planted.txt", b"x"),
+                ("DELETE", f"{filer}/buckets/{bucket}/{key}", None), ("GET", f"{volume}/1,01", None)]
+    for method, url, data in attempts:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10)
+        assert err.value.code == 401, (method, url, err.value.code)
+    assert stack_health.s3_client(stack.env).get_object(Bucket=bucket, Key=key)["Body"].read() == b"signed"
+
+
 def test_mlflow_artifacts_land_in_the_bucket(stack):
     import mlflow
 
