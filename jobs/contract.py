@@ -172,6 +172,9 @@ VERSION_TAG_DATA_THROUGH = "training.data_through"
 VERSION_TAG_FEATURES_TABLE = "features_table"
 VERSION_TAG_FEATURES_SNAPSHOT = "features_snapshot_id"
 VERSION_TAG_FEATURES_REF = "lineage.features_tag"
+# The only types a registered model's skops file may ask to load beyond skops' safe defaults:
+# training declares them (mlflow.sklearn.log_model), model_trust refuses any version trusting more.
+SKOPS_TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 
 
 def model_snapshot_tag(version: object) -> str:

@@ -31,6 +31,7 @@ from jobs.lakehouse.dependencies import (
     stage_dependencies,
     wait_for_dependencies,
 )
+from jobs.lakehouse.model_trust import UntrustedModel
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import spark_session
 from jobs.lakehouse.tracking import RunContext, StageTracker, stage_run
@@ -38,7 +39,7 @@ from jobs.quality.rules import QualityGateFailed
 
 # Failures a retry cannot mend: the same data and settings fail the same way again. The stage exits
 # with EXIT_DETERMINISTIC and Airflow fails the task at once (one alert, no backoff).
-DETERMINISTIC_ERRORS = (QualityGateFailed, FileNotFoundError)
+DETERMINISTIC_ERRORS = (QualityGateFailed, FileNotFoundError, UntrustedModel)
 
 # What a stage does once its run is open: (Spark or None when the stage needs none, settings,
 # who runs it, where it reports) -> None; a raised exception fails the run and the task.

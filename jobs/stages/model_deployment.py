@@ -22,6 +22,7 @@ from jobs.contract import (
     VERSION_TAG_DATA_THROUGH,
 )
 from jobs.lakehouse.cli import stage_cli
+from jobs.lakehouse.model_trust import load_trusted_model, trusted_model_uri
 from jobs.lakehouse.registry import (
     data_through,
     model_version_by_alias,
@@ -149,7 +150,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
     holdout = training_split(spark, settings, challenger).holdout  # the challenger's own holdout
 
     def score(version) -> dict[str, float]:
-        return evaluate(mlflow.sklearn.load_model(f"models:/{settings.model_name}/{version.version}"), holdout)
+        return evaluate(load_trusted_model(settings, version), holdout)
 
     verdict = contest(settings, challenger, score, owner=f"{ctx.dag_id or 'manual'} {ctx.run_id or ''}".strip())
     record(settings, tracker, challenger, verdict)
@@ -161,7 +162,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
     tracker.tags({"model.champion_version": serving.version})
 
     # Batch scoring, distributed: the champion's registered version as a Spark UDF.
-    uri = f"models:/{settings.model_name}/{serving.version}"
+    uri = trusted_model_uri(settings, serving)
     predict = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>", env_manager="local")
     features_table = settings.table(FEATURES)
     features = read_date(spark, features_table, ctx.trade_date)

@@ -26,8 +26,6 @@ from jobs.lakehouse.tracking import RunContext, StageTracker
 from jobs.ml.modeling import Split, evaluation_figures, feature_matrix, fit, roc_points
 from jobs.schema import LABEL
 
-SKOPS_TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
-
 
 def log_lineage(table: str, snapshot_id: int, trade_date, lookback: int, split: Split) -> None:
     """MLflow dataset inputs naming the Iceberg table and snapshot each split came from."""
@@ -95,7 +93,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         pyfunc_predict_fn="predict_proba",
         # skops (MLflow's safe default format) asks us to vouch for the tree predictor type:
         # we trained it ourselves in this run.
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        skops_trusted_types=list(c.SKOPS_TRUSTED_TYPES),
     )
     version = str(info.registered_model_version)
     # Lineage before anything reads it: the snapshot gets an Iceberg tag that expiry keeps, and the

@@ -17,6 +17,7 @@ from jobs.contract import (
     TAG_DRIFT_FEATURES,
 )
 from jobs.lakehouse.cli import stage_cli
+from jobs.lakehouse.model_trust import load_trusted_model
 from jobs.lakehouse.registry import lineage_ref, model_version_by_alias, training_params, training_split
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import read_date, replace_date_partition
@@ -27,7 +28,6 @@ from jobs.schema import FEATURE_COLUMNS, LABEL
 
 
 def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: StageTracker) -> None:
-    import mlflow
     import numpy as np
     import pandas as pd
     from sklearn import metrics
@@ -60,7 +60,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
     served = read_date(spark, settings.table(PREDICTIONS), ctx.trade_date) \
         .select("contract_id", "bar_ts", "prob_up", "predicted_up").toPandas()
     # Prediction drift: today's served scores against the champion's scores on its training data.
-    champion_model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{champion.version}")
+    champion_model = load_trusted_model(settings, champion)
     reference_scores = champion_model.predict_proba(feature_matrix(reference))[:, 1]
     if not served.empty:
         tracker.metrics({"prediction_psi": psi(reference_scores, served["prob_up"].to_numpy(dtype=float))})
