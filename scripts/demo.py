@@ -92,6 +92,7 @@ def run_retraining(airflow: Airflow, alerted: list[str], known: set[str], timeou
 # --------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # RAW, reports and the summary under the stack's home stay private, like the stack's own files
     env = resolve_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dates", default=env.get("DEMO_TRADE_DATES") or "2026-11-24,2026-11-25,2026-11-26")

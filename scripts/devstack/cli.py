@@ -252,7 +252,8 @@ def cmd_up(env: dict, services: list[str] | None = None) -> int:
     services = services or selected_services()
     for d in dirs(env).values():
         d.mkdir(parents=True, exist_ok=True)
-    os.chmod(dirs(env)["logs"], 0o700)  # the api-server log holds the generated password
+    for d in (dirs(env)["home"], dirs(env)["logs"]):  # made before the umask by an older version, or by hand
+        os.chmod(d, 0o700)
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     for label, fn in (("seaweedfs", _up_seaweedfs), ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
@@ -439,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run" and not [a for a in rest if a != "--"][:1]:
         print("usage: stack.py run -- CMD [ARGS...]", file=sys.stderr)
         return 2
+    # Everything the stack and its services create (logs, the generated password, the warehouse) is
+    # private to this user from creation: 0700 folders, 0600 files.
+    os.umask(0o077)
     try:
         env = resolve_env()
         if command == "run":

@@ -186,6 +186,38 @@ def test_s3_refuses_anonymous_and_round_trips_signed(stack):
         stack_health.s3_client(wrong).get_object(Bucket=bucket, Key=key)
 
 
+SECRET_WORDS = ("SECRET", "PASSWORD", "FERNET", "JWT", "_KEY")
+
+
+def test_the_stacks_files_are_private_from_creation(stack):
+    """0700 folders, 0600 files under LAKEHOUSE_HOME: logs, the generated password, SeaweedFS's keys, data."""
+    exposed = []
+    for path in [stack.home, *stack.home.rglob("*")]:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode) or stat.S_ISSOCK(mode):
+            continue
+        if stat.S_IMODE(mode) & 0o077:
+            exposed.append(f"{oct(stat.S_IMODE(mode))} {path.relative_to(stack.home)}")
+    assert exposed == [], exposed[:20]
+
+
+def test_no_secret_on_any_command_line(stack):
+    """What `ps` shows every local user: the argv of every process of every service."""
+    secrets = {k: v for k, v in stack.env.items() if any(w in k for w in SECRET_WORDS) and len(v) >= 8}
+    assert {"AWS_SECRET_ACCESS_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} <= set(secrets)
+    secrets["the generated Airflow password"] = stack_health.airflow_password(stack.env)
+    assert secrets["the generated Airflow password"]
+    leaks = []
+    for pid_file in (stack.home / "run").glob("*.pid"):
+        for pid in processes.session_members(int(pid_file.read_text().split()[0])):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            leaks += [f"{pid_file.stem} (pid {pid}): {name}" for name, value in secrets.items() if value in argv]
+    assert leaks == [], leaks
+
+
 def test_seaweedfs_internal_ports_refuse_unsigned_reads_and_writes(stack):
     """The filer and volume HTTP ports want SeaweedFS's JWTs (security.toml): S3's identities cannot be bypassed."""
     security = stack.home / "seaweedfs" / "security.toml"
