@@ -153,6 +153,24 @@ EXPERIMENT_TAGS = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING}
 _UNCHOSEN_EXPERIMENT_KINDS = ("", "no_inferred_type", "genai_development_inferred",
                               "custom_model_development_inferred")
 
+# MLflow with authentication: the tracking server's own basic-auth app (`mlflow server
+# --app-name basic-auth`). scripts/mlflow_auth.py renders its config file (the production compose
+# file has the same template inline) and, as the admin, makes the pipeline's service user, its
+# experiment and its grants; every Airflow container and Spark stage logs in as that user through
+# MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, which the MLflow client reads itself.
+MLFLOW_AUTH_APP = "basic-auth"
+MLFLOW_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
+MLFLOW_AUTH_SWITCH = "MLFLOW_AUTH"  # the embedded stack's on/off (production is always on)
+MLFLOW_AUTH_INI = "basic_auth.ini"  # the embedded stack's file name under $LAKEHOUSE_HOME/mlflow
+# Every logged-in user may read everything; only admins and a resource's MANAGE holders change it.
+MLFLOW_DEFAULT_PERMISSION = "READ"
+MLFLOW_PIPELINE_PERMISSION = "MANAGE"  # the pipeline user's on its experiment and registered model
+DEFAULT_MLFLOW_ADMIN_USER = "admin"
+DEFAULT_MLFLOW_PIPELINE_USER = "lakehouse-pipeline"
+# The client's own variables (mlflow.environment_variables): how a process logs in.
+MLFLOW_CLIENT_USER_VAR = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_CLIENT_PASSWORD_VAR = "MLFLOW_TRACKING_PASSWORD"
+
 # The morning report on the parent run (jobs/report/publish.py logs it under this artifact path).
 REPORT_HTML_ARTIFACT = "report/morning_report.html"
 REPORT_PNG_ARTIFACT = "report/morning_report.png"
@@ -283,6 +301,7 @@ def mlflow_artifact_url(mlflow_ui: str, experiment_id: str, run_id: str, path: s
 
 # Defaults of the settings both environments read (the values of the embedded stack).
 DEFAULT_EXPERIMENT = "lakehouse-tick-pipeline"
+DEFAULT_MODEL_NAME = "TickPricePredictor"
 DEFAULT_AIRFLOW_UI_URL = "http://127.0.0.1:8080"
 DEFAULT_MLFLOW_URL = "http://127.0.0.1:5000"
 DEFAULT_SHUFFLE_PARTITIONS = "8"

@@ -40,6 +40,15 @@ def _min_length(n: int) -> Callable[[str], str | None]:
     return check
 
 
+def _ini_safe(check: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    """Values Compose writes into MLflow's auth config file as they are (configparser reads `%`)."""
+    def wrapped(value: str) -> str | None:
+        if "%" in value or any(c.isspace() for c in value):
+            return "cannot go into MLflow's auth config (no `%` and no blanks)"
+        return check(value)
+    return wrapped
+
+
 # (name pattern, rule) in order; the first matching pattern decides. .env.example names the rule
 # beside each secret.
 RULES: list[tuple[re.Pattern[str], Callable[[str], str | None]]] = [
@@ -48,6 +57,10 @@ RULES: list[tuple[re.Pattern[str], Callable[[str], str | None]]] = [
     (re.compile(r"JWT_SECRET$"), _min_length(64)),
     (re.compile(r"SECRET_ACCESS_KEY$"), _min_length(32)),
     (re.compile(r"ACCESS_KEY_ID$"), _min_length(16)),
+    # MLflow's login: the admin and pipeline passwords and the auth database's URL (MLFLOW_DB_PASSWORD)
+    # are written into the auth config file (docker-compose-mlops.yml configs: mlflow-auth-ini).
+    (re.compile(r"^MLFLOW_(ADMIN|PIPELINE|DB)_PASSWORD$"), _ini_safe(_min_length(16))),
+    # MLFLOW_FLASK_SERVER_SECRET_KEY signs the MLflow UI's CSRF tokens: the SECRET_KEY rule below.
     (re.compile(r"PASSWORD$"), _min_length(16)),
     (re.compile(r"(SECRET_KEY|SECRET)$"), _min_length(32)),
 ]

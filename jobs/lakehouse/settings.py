@@ -9,6 +9,7 @@ from pathlib import Path
 from jobs.contract import (
     DEFAULT_AIRFLOW_UI_URL,
     DEFAULT_EXPERIMENT,
+    DEFAULT_MODEL_NAME,
     DEFAULT_SHUFFLE_PARTITIONS,
     REPO_ROOT,
     env,
@@ -73,7 +74,7 @@ class Settings:
             timezone=pipeline_timezone(),
             shuffle_partitions=int(env("SPARK_SQL_SHUFFLE_PARTITIONS", DEFAULT_SHUFFLE_PARTITIONS)),
             experiment=env("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT),
-            model_name=env("MLFLOW_MODEL_NAME", "TickPricePredictor"),
+            model_name=env("MLFLOW_MODEL_NAME", DEFAULT_MODEL_NAME),
             airflow_ui_url=env("AIRFLOW_UI_URL", DEFAULT_AIRFLOW_UI_URL).rstrip("/"),
             drift_psi_threshold=float(env("DRIFT_PSI_THRESHOLD", "0.25")),
             promotion_margin=float(env("PROMOTION_MARGIN", "0.0")),

@@ -41,6 +41,7 @@ from scripts.devstack.env import (
     StackError,
     alert_receiver_used,
     alerts_file,
+    mlflow_auth_on,
     process_env,
     resolve_env,
 )
@@ -66,6 +67,7 @@ from scripts.devstack.services import (
     seaweedfs_service,
     selected_services,
     service_processes,
+    write_mlflow_auth_ini,
     write_s3_identities,
     write_seaweedfs_security,
 )
@@ -146,12 +148,35 @@ def _up_mlflow(env: dict) -> str:
     svc = mlflow_service(env)
     state = "already running"
     if read_pid(env, svc.name) is None:
-        progress(f"mlflow: starting the tracking server (log: {log_path(env, svc.name)})")
+        write_mlflow_auth_ini(env)
+        progress(f"mlflow: starting the tracking server{' with login (MLFLOW_AUTH=on)' if mlflow_auth_on(env) else ''} "
+                 f"(log: {log_path(env, svc.name)})")
         start_service(env, svc)
         state = "started"
     _wait(env, [svc.name], lambda: mlflow_health(env), "MLflow", _timeout(120))
-    ensure_experiment(env)
+    if mlflow_auth_on(env):
+        _mlflow_auth_init(env)  # the pipeline's user, experiment and grants, as the admin
+    else:
+        ensure_experiment(env)
     return state
+
+
+def _mlflow_auth_init(env: dict) -> None:
+    from scripts import mlflow_auth
+
+    try:
+        changes = mlflow_auth.init(mlflow_auth.settings_from_env(env))
+    except mlflow_auth.AuthInitError as e:
+        raise failure(env, ["mlflow"], f"MLflow login setup failed: {e}") from e
+    for line in changes:
+        progress(f"  mlflow: {line}")
+
+
+def _mlflow_login_note(env: dict) -> str:
+    if not mlflow_auth_on(env):
+        return "no login (MLFLOW_AUTH=off)"
+    return (f"login: user {env['MLFLOW_ADMIN_USER']}, password MLFLOW_ADMIN_PASSWORD in {env['LAKEHOUSE_ENV_FILE']}; "
+            f"the stack's processes log in as {env['MLFLOW_PIPELINE_USER']}")
 
 
 def _up_alert_receiver(env: dict) -> list[str]:
@@ -235,7 +260,8 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
                   f"(keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})",
                   _filer_line(env)]
     if "mlflow" in services:
-        lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}")
+        lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}"
+                     + (f"  ({_mlflow_login_note(env)})" if mlflow_auth_on(env) else ""))
     if "airflow" in services:
         lines.append(_airflow_login_line(env))
         if alert_receiver_used(env):
@@ -343,7 +369,8 @@ def cmd_open(env: dict) -> int:
     user = env.get("AIRFLOW_ADMIN_USER") or "admin"
     ui = {"Airflow": env["AIRFLOW_UI_URL"], "MLflow": env["MLFLOW_UI_URL"]}
     print(f"Airflow UI    : {ui['Airflow']}  (user {user}; generated password in {password_file(env)})")
-    print(f"MLflow UI     : {ui['MLflow']}  (experiment {env.get('MLFLOW_EXPERIMENT_NAME', '')}; no login)")
+    print(f"MLflow UI     : {ui['MLflow']}  "
+          f"(experiment {env.get('MLFLOW_EXPERIMENT_NAME', '')}; {_mlflow_login_note(env)})")
     print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "
           f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})")
     print(_filer_line(env))

@@ -13,6 +13,7 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
+from jobs import contract
 from jobs.contract import default_jars
 from scripts.devstack import dotenv
 
@@ -44,6 +45,16 @@ ALERT_RECEIVER = "alert-receiver"
 ALERT_RECEIVER_DEFAULT_PORT = 8099
 # Port variables where 0 means "do not open this one".
 OPTIONAL_PORTS = ("SEAWEEDFS_ICEBERG_PORT", "ALERT_RECEIVER_PORT")
+
+
+def mlflow_auth_on(env: dict) -> bool:
+    """MLFLOW_AUTH=on: the embedded MLflow runs its basic-auth app (default off, README "Security model")."""
+    return (env.get(contract.MLFLOW_AUTH_SWITCH) or "off").strip().lower() in ("on", "1", "true", "yes")
+
+
+def mlflow_auth_ini(env: dict) -> Path:
+    """The auth app's config file (0600: it holds the admin password), beside MLflow's database."""
+    return Path(env["LAKEHOUSE_HOME"]) / "mlflow" / contract.MLFLOW_AUTH_INI
 
 
 def alert_receiver_url(env: dict) -> str:
@@ -127,8 +138,25 @@ def resolve_env(overrides: dict | None = None) -> dict[str, str]:
     v["LAKEHOUSE_ENV_FILE"] = str(env_file)
     _storage_defaults(v, home)
     _port_defaults(v)
+    _mlflow_login(v)
     _airflow_settings(v, home, overrides)
     return v
+
+
+def _mlflow_login(v: dict[str, str]) -> None:
+    """With MLFLOW_AUTH=on every stack process (Airflow, its tasks, the Spark stages, `stack.py run`)
+    logs in to MLflow as the pipeline's user: the MLflow client reads these two variables itself.
+    Off: nothing is added, the server and its clients run exactly as before."""
+    if not mlflow_auth_on(v):
+        return
+    v["MLFLOW_ADMIN_USER"] = v.get("MLFLOW_ADMIN_USER") or contract.DEFAULT_MLFLOW_ADMIN_USER
+    v["MLFLOW_PIPELINE_USER"] = v.get("MLFLOW_PIPELINE_USER") or contract.DEFAULT_MLFLOW_PIPELINE_USER
+    missing = [k for k in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+               if not v.get(k)]
+    if missing:
+        raise StackError(f"MLFLOW_AUTH=on needs {', '.join(missing)} in {v['LAKEHOUSE_ENV_FILE']}; run `make env`")
+    v[contract.MLFLOW_CLIENT_USER_VAR] = v["MLFLOW_PIPELINE_USER"]
+    v[contract.MLFLOW_CLIENT_PASSWORD_VAR] = v["MLFLOW_PIPELINE_PASSWORD"]
 
 
 def _storage_defaults(v: dict[str, str], home: Path) -> None:

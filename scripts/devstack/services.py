@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from jobs import contract
 from scripts.devstack.env import (
     AIRFLOW_COMPONENTS,
     AIRFLOW_VENV,
@@ -25,6 +26,8 @@ from scripts.devstack.env import (
     alert_receiver_used,
     alerts_file,
     grpc_var,
+    mlflow_auth_ini,
+    mlflow_auth_on,
 )
 from scripts.devstack.processes import Service, dirs
 
@@ -130,7 +133,29 @@ def mlflow_service(env: dict) -> Service:
     ]
     # Job execution (GenAI scorers) spawns extra huey workers we do not use.
     extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if mlflow_auth_on(env):
+        # MLflow's basic-auth app; its config (written by write_mlflow_auth_ini) and the Flask
+        # secret (MLFLOW_FLASK_SERVER_SECRET_KEY, from .env) come from the environment, not argv.
+        argv += ["--app-name", contract.MLFLOW_AUTH_APP]
+        extra["MLFLOW_AUTH_CONFIG_PATH"] = str(mlflow_auth_ini(env))
     return Service("mlflow", "mlflow", argv, d["mlflow"], [("MLFLOW_PORT", int(port))], extra)
+
+
+def write_mlflow_auth_ini(env: dict) -> Path | None:
+    """The basic-auth app's config (0600 from creation), users in a SQLite file beside MLflow's own.
+
+    The admin is created from it on the first start only; MLFLOW_AUTH=off removes the file (it holds
+    the admin password) and keeps the user database for the next time it is on.
+    """
+    from scripts import mlflow_auth
+
+    path = mlflow_auth_ini(env)
+    if not mlflow_auth_on(env):
+        path.unlink(missing_ok=True)
+        return None
+    database = f"sqlite:///{dirs(env)['mlflow'] / 'basic_auth.db'}"
+    return mlflow_auth.write_private(path, mlflow_auth.render_ini(
+        env["MLFLOW_ADMIN_USER"], env["MLFLOW_ADMIN_PASSWORD"], database))
 
 
 def airflow_services(env: dict) -> list[Service]:

@@ -30,7 +30,7 @@ JOBS_JARS = REPO / ".venv-jobs" / "lib" / "python3.11" / "site-packages" / "pysp
 
 AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker"]
-ONE_SHOT = {"airflow-init", "mlflow-db-init", "secrets-check"}
+ONE_SHOT = {"airflow-init", "mlflow-db-init", "mlflow-auth-init", "secrets-check"}
 # Memory limits from the user's guide (docker-compose-mlops.yml, option 2): MLflow 1G, Redis 512M,
 # webserver (now api-server) 2G, scheduler 2G. Postgres holds two databases now: 1G instead of 512M.
 GUIDE_MEMORY = {"mlflow": "1g", "redis": "512m", "airflow-apiserver": "2g", "airflow-scheduler": "2g"}

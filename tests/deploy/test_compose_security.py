@@ -174,3 +174,106 @@ def test_mlflow_and_the_lakehouse_have_separate_s3_identities(raw, generated_env
     assert {props["s3.access-key-id"], props["s3.secret-access-key"]} == lakehouse
     # The embedded run's AWS_* keys never reach a production container.
     assert "AWS_ACCESS_KEY_ID" not in {n for s in strings(raw) for n, _ in references(s)}
+
+
+# ----------------------------------------------------------------------------------- MLflow login
+
+def _ini(text: str) -> dict[str, str]:
+    """The [mlflow] section as MLflow reads it (configparser with its default interpolation)."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    return dict(parser["mlflow"])
+
+
+def test_mlflow_runs_the_basic_auth_app_with_its_config_from_a_compose_config(raw, generated_env):
+    from scripts import mlflow_auth
+
+    compose = interpolate_tree(raw, generated_env)
+    mlflow = compose["services"]["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = service_env(compose, "mlflow")
+    (config,) = mlflow["configs"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == config["target"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == generated_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    ini = _ini(compose["configs"][config["source"]]["content"])
+    # The same file scripts/mlflow_auth.py renders (the embedded stack's), for the same values.
+    auth_db = (f"postgresql+psycopg2://mlflow:{generated_env['MLFLOW_DB_PASSWORD']}@postgres:5432/"
+               f"{generated_env['MLFLOW_AUTH_DB_NAME']}")
+    assert ini == _ini(mlflow_auth.render_ini("admin", generated_env["MLFLOW_ADMIN_PASSWORD"], auth_db))
+    assert ini["default_permission"] == "READ"
+    assert ini["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    # Users live in their own database of the same Postgres, created by mlflow-db-init.
+    assert ini["database_uri"] != env["MLFLOW_BACKEND_STORE_URI"]
+    script = compose["services"]["mlflow-db-init"]["command"][0]
+    assert "\\getenv auth_db_name MLFLOW_AUTH_DB_NAME" in script and ":'auth_db_name', :'db_user'" in script
+    assert service_env(compose, "mlflow-db-init")["MLFLOW_AUTH_DB_NAME"] == "mlflow_auth"
+    # The healthcheck still probes /health, which the auth app leaves open (tests/stack checks that live).
+    assert "/health'" in " ".join(mlflow["healthcheck"]["test"])
+
+
+def test_mlflow_auth_init_runs_once_mlflow_is_healthy_and_the_worker_waits_for_it(raw, generated_env):
+    compose = interpolate_tree(raw, generated_env)
+    init = compose["services"]["mlflow-auth-init"]
+    assert init["entrypoint"] == ["python", "-I", "/opt/lakehouse-mlops/scripts/mlflow_auth.py", "init"]
+    assert set(init["volumes"]) == {"./scripts/mlflow_auth.py:/opt/lakehouse-mlops/scripts/mlflow_auth.py:ro",
+                                    "./jobs/contract.py:/opt/lakehouse-mlops/jobs/contract.py:ro"}
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert init["read_only"] is True and init["user"] == "65534:65534"
+    env = service_env(compose, "mlflow-auth-init")
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["MLFLOW_ADMIN_PASSWORD"] == generated_env["MLFLOW_ADMIN_PASSWORD"]
+    assert env["MLFLOW_PIPELINE_PASSWORD"] == generated_env["MLFLOW_PIPELINE_PASSWORD"]
+    assert env["MLFLOW_EXPERIMENT_NAME"] == service_env(compose, "airflow-worker")["MLFLOW_EXPERIMENT_NAME"]
+    assert env["MLFLOW_MODEL_NAME"] == service_env(compose, "airflow-worker")["MLFLOW_MODEL_NAME"]
+    worker_needs = compose["services"]["airflow-worker"]["depends_on"]
+    assert worker_needs["mlflow-auth-init"]["condition"] == "service_completed_successfully"
+
+
+def test_the_auth_init_script_needs_only_the_standard_library_and_the_contract():
+    """It runs with the MLflow image's bare `python -I`, with two files mounted."""
+    import ast
+
+    tree = ast.parse((REPO / "scripts" / "mlflow_auth.py").read_text(encoding="utf-8"))
+    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert modules - set(sys.stdlib_module_names) == {"jobs"}
+    contract = ast.parse((REPO / "jobs" / "contract.py").read_text(encoding="utf-8"))
+    used = {a.name.split(".")[0] for n in ast.walk(contract) if isinstance(n, ast.Import) for a in n.names}
+    used |= {n.module.split(".")[0] for n in ast.walk(contract) if isinstance(n, ast.ImportFrom) and n.module}
+    assert used <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_every_airflow_container_logs_in_to_mlflow_as_the_pipeline_user_and_only_that(raw, generated_env):
+    compose = interpolate_tree(raw, generated_env)
+    airflow = [n for n, svc in raw["services"].items() if svc.get("image", "").startswith("${MLOPS_AIRFLOW_IMAGE")
+               and n != "spark-worker"]
+    assert len(airflow) == 6, airflow
+    for name in airflow:
+        env = service_env(compose, name)
+        assert env["MLFLOW_TRACKING_USERNAME"] == "lakehouse-pipeline", name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == generated_env["MLFLOW_PIPELINE_PASSWORD"], name
+    # The admin password and the UI's signing key never reach Airflow, Spark or the databases.
+    admin_secrets = {generated_env["MLFLOW_ADMIN_PASSWORD"], generated_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]}
+    for name, svc in compose["services"].items():
+        if name in ("mlflow", "mlflow-auth-init", CHECK):
+            continue
+        assert not any(s in " ".join(strings(svc)) for s in admin_secrets), f"{name} holds an MLflow admin secret"
+    assert generated_env["MLFLOW_PIPELINE_PASSWORD"] not in " ".join(strings(compose["services"]["mlflow"]))
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("MLFLOW_ADMIN_PASSWORD", "Short1Admin", "too short"),
+    ("MLFLOW_ADMIN_PASSWORD", "Long%Enough%Password%123", "auth config"),
+    ("MLFLOW_PIPELINE_PASSWORD", "with blanks inside 12345", "auth config"),
+    ("MLFLOW_DB_PASSWORD", "Percent%InTheAuthDbUrl99", "auth config"),
+    ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-key-1234567890", "too short"),
+    ("MLFLOW_PIPELINE_PASSWORD", "change-me-mlflow-pipeline-password", "placeholder"),
+])
+def test_weak_mlflow_login_secrets_are_refused(raw, generated_env, name, value, reason):
+    result = run_check(check_env(raw, {**generated_env, name: value}))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"secrets-check: {name} ")]
+    assert lines and reason in lines[0], result.stderr
+    assert value not in result.stderr + result.stdout
