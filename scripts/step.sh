@@ -3,14 +3,14 @@
 #
 #   bash scripts/step.sh "LABEL" COMMAND [ARGS...]
 #
-# Plain lines (CI logs keep them): "==> LABEL", every STEP_HEARTBEAT seconds (default 15)
+# Plain lines (CI logs keep them): "==> LABEL", every STEP_HEARTBEAT seconds (default 10)
 # "    ... LABEL: still running (45s)", then "<== LABEL: done in 84s" or "!!! LABEL: failed
 # (exit N) after 12s". The command's own output passes through. Bash only: it runs before any venv.
 set -uo pipefail
 
 label=$1
 shift
-beat=${STEP_HEARTBEAT:-15}
+beat=${STEP_HEARTBEAT:-10}
 start=$SECONDS
 echo "==> $label"
 "$@" &
