@@ -38,6 +38,11 @@ class Airflow:
         self.timezone = env.get("PIPELINE_TIMEZONE") or pipeline_timezone()
         self._token = airflow_token(env)
 
+    @property
+    def auth_header(self) -> dict[str, str]:
+        """What a request to the api-server (REST or a plugin route) needs to be let in."""
+        return {"Authorization": f"Bearer {self._token}"}
+
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers={

