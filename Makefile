@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-soak soak lock clean bench
+.PHONY: help deps system-deps test-deps env up down status open logs demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-drills test-soak soak lock clean bench
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -74,7 +74,10 @@ test-deps: ## Debian Chromium for the browser check of the MLflow UI
 
 test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
-	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q --durations=15 $(PYTEST_ARGS)
+	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q -m "not drill" --durations=15 $(PYTEST_ARGS)
+
+test-drills: deps ## The long rerun and backfill drills left out of make test (three reruns, a backfill over every date; ~35 min)
+	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q -m drill --durations=5 $(PYTEST_ARGS)
 
 test-soak: deps ## The short soak (a few nights with every kind of event); not yet part of make test
 	$(JOBS_VENV)/bin/python -m pytest tests/soak -q -s $(PYTEST_ARGS)
