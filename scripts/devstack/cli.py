@@ -305,9 +305,9 @@ def cmd_down(env: dict) -> int:
         return 0
     t0 = time.monotonic()
     stopped = []
-    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, storage last.
+    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, the catalog, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
-                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], ["seaweedfs"]):
+                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], [HIVE_METASTORE], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
