@@ -16,8 +16,8 @@ BENCH_REPEATS ?= 3
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-system-deps: ## Debian packages (Java, jarjar, SQLite JDBC, zip)
-	@$(STEP) "deps 1/4: Debian packages (Java 17, jarjar, SQLite JDBC, zip)" bash scripts/system_deps.sh
+system-deps: ## Debian packages (Java 17, Maven, zip)
+	@$(STEP) "deps 1/4: Debian packages (Java 17, Maven, zip)" bash scripts/system_deps.sh
 
 $(AIRFLOW_VENV)/.installed: requirements/airflow.lock
 	@$(STEP) "deps 2/4: $(AIRFLOW_VENV), $$(grep -c '==' requirements/airflow.lock) pinned packages (Airflow 3, Spark provider)" \
@@ -29,8 +29,11 @@ $(JOBS_VENV)/.installed: requirements/jobs.lock
 		bash -c '$(PYTHON) -m venv $(JOBS_VENV) && $(JOBS_VENV)/bin/pip install -q --no-deps -r requirements/jobs.lock && $(JOBS_VENV)/bin/pip check'
 	@touch $@
 
-var/jars/.built: $(JOBS_VENV)/.installed scripts/build_iceberg_jars.sh
-	@$(STEP) "deps 4/4: Iceberg Spark runtime jars into var/jars" bash scripts/build_iceberg_jars.sh $(JOBS_VENV) var/jars
+# Pinned in requirements/jars/pom.xml; -C fails on a checksum mismatch. A changed pom rebuilds var/jars.
+var/jars/.built: requirements/jars/pom.xml
+	@rm -rf var/jars
+	@$(STEP) "deps 4/4: Spark jars from Maven Central into var/jars (Iceberg, AWS bundle, hadoop-aws, SQLite JDBC)" \
+		mvn -B -q -C -f requirements/jars/pom.xml dependency:copy-dependencies
 	@touch $@
 
 deps: system-deps $(AIRFLOW_VENV)/.installed $(JOBS_VENV)/.installed var/jars/.built ## Build both Python environments and the Iceberg jars

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Install the Debian packages the project needs, only those missing (idempotent).
-#   Java 17 runs Spark; jarjar and the SQLite JDBC driver build the offline Iceberg jars;
-#   zip/unzip assemble them; chromium renders the MLflow UI in the browser test.
+#   Java 17 runs Spark and the Hive metastore; Maven resolves the Spark jars (requirements/jars/pom.xml);
+#   chromium renders the MLflow UI in the browser test. `bash scripts/system_deps.sh java25` prints the
+#   Java 24+ home Trino needs (TRINO=on), or fails saying so.
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
-[ -f /usr/share/java/jarjar.jar ] || need+=(libjarjar-java)
-[ -f /usr/share/java/xerial-sqlite-jdbc.jar ] || need+=(libxerial-sqlite-jdbc-java)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v zip >/dev/null 2>&1 || need+=(zip)
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 for extra in "$@"; do
   case "$extra" in
+    java25)
+      # Trino 476 needs Java 24+; Debian's default is 17. TRINO_JAVA_HOME wins, then /usr/lib/jvm.
+      for home in "${TRINO_JAVA_HOME:-}" /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/temurin-2[4-9]-* /usr/lib/jvm/java-2[4-9]-*; do
+        if [ -n "$home" ] && [ -x "$home/bin/java" ]; then echo "$home"; exit 0; fi
+      done
+      echo "Trino needs Java 24+: none under /usr/lib/jvm (set TRINO_JAVA_HOME)" >&2; exit 1 ;;
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver) ;;
   esac
 done

@@ -148,5 +148,6 @@ class Settings:
                 "s3.access-key-id": env("AWS_ACCESS_KEY_ID"),
                 "s3.secret-access-key": env("AWS_SECRET_ACCESS_KEY"),
                 "s3.path-style-access": "true",
+                "s3.region": env("AWS_DEFAULT_REGION", "us-east-1"),
             })
         return load_catalog(self.catalog, **props)

@@ -36,6 +36,7 @@ from scripts.devstack.env import (
     AIRFLOW_COMPONENTS,
     AIRFLOW_VENV,
     ALERT_RECEIVER,
+    HIVE_METASTORE,
     LOOPBACK,
     SERVICE_NAMES,
     StackError,
@@ -51,6 +52,7 @@ from scripts.devstack.health import (
     alert_receiver_health,
     ensure_buckets,
     ensure_experiment,
+    hive_metastore_health,
     http_get,
     mlflow_health,
     password_file,
@@ -61,12 +63,14 @@ from scripts.devstack.services import (
     airflow_services,
     alert_receiver_service,
     all_services,
+    hive_metastore_service,
     mlflow_service,
     parse_services,
     remove_sockets,
     seaweedfs_service,
     selected_services,
     service_processes,
+    write_hive_site,
     write_mlflow_auth_ini,
     write_s3_identities,
     write_seaweedfs_security,
@@ -141,6 +145,20 @@ def _up_seaweedfs(env: dict) -> str:
     _wait(env, [svc.name], s3_answers, "SeaweedFS S3", _timeout(60))
     ensure_buckets(env)
     _wait(env, [svc.name], lambda: seaweedfs_health(env), "SeaweedFS", _timeout(30))
+    return state
+
+
+def _up_hive_metastore(env: dict) -> str:
+    """The catalog hive_prod: its Derby schema is created on the first start (~10-60 s)."""
+    svc = hive_metastore_service(env)
+    state = "already running"
+    if read_pid(env, svc.name) is None:
+        write_hive_site(env)
+        progress(f"{svc.name}: starting the Hive metastore on {LOOPBACK}:{env['HIVE_METASTORE_PORT']} "
+                 f"(log: {log_path(env, svc.name)})")
+        start_service(env, svc)
+        state = "started"
+    _wait(env, [svc.name], lambda: hive_metastore_health(env), "the Hive metastore", _timeout(240))
     return state
 
 
@@ -259,6 +277,9 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
         lines += [f"SeaweedFS S3: {env['MLFLOW_S3_ENDPOINT_URL']}  bucket: {env['S3_BUCKET']}  "
                   f"(keys AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})",
                   _filer_line(env)]
+    if HIVE_METASTORE in services:
+        lines.append(f"Iceberg catalog {env['ICEBERG_CATALOG']}: Hive metastore {env['ICEBERG_CATALOG_URI']}, "
+                     f"tables under {env['ICEBERG_WAREHOUSE']}")
     if "mlflow" in services:
         lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}"
                      + (f"  ({_mlflow_login_note(env)})" if mlflow_auth_on(env) else ""))
@@ -275,14 +296,15 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
 
 def cmd_up(env: dict, services: list[str] | None = None) -> int:
     started = time.monotonic()
-    services = services or selected_services()
+    services = services or selected_services(env)
     for d in dirs(env).values():
         d.mkdir(parents=True, exist_ok=True)
     for d in (dirs(env)["home"], dirs(env)["logs"]):  # made before the umask by an older version, or by hand
         os.chmod(d, 0o700)
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
-    for label, fn in (("seaweedfs", _up_seaweedfs), ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
+    for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore),
+                      ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
         if label not in services:
             continue
         t0 = time.monotonic()
@@ -327,9 +349,9 @@ def cmd_down(env: dict) -> int:
         return 0
     t0 = time.monotonic()
     stopped = []
-    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, storage last.
+    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, the catalog, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
-                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], ["seaweedfs"]):
+                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], [HIVE_METASTORE], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -337,10 +359,12 @@ def cmd_down(env: dict) -> int:
 
 
 def cmd_status(env: dict) -> int:
-    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False}
+    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False}
     pids = {svc.name: read_pid(env, svc.name) for svc in all_services(env)}
     if pids["seaweedfs"]:
         health["seaweedfs"] = seaweedfs_health(env)[0]
+    if pids.get(HIVE_METASTORE):
+        health[HIVE_METASTORE] = hive_metastore_health(env)[0]
     if pids["mlflow"]:
         health["mlflow"] = mlflow_health(env)[0]
     if ALERT_RECEIVER in pids:
@@ -349,13 +373,14 @@ def cmd_status(env: dict) -> int:
     for c in AIRFLOW_COMPONENTS:
         health[f"airflow-{c}"] = bool(comps.get(c)) and pids[f"airflow-{c}"] is not None
     ports = {"seaweedfs": env["SEAWEEDFS_S3_PORT"], "mlflow": env["MLFLOW_PORT"],
+             HIVE_METASTORE: env["HIVE_METASTORE_PORT"],
              "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")
         state = "healthy" if health[name] else ("unhealthy" if pid else "stopped")
         print(f"{name:<24}{pid or '-':>8}  {ports.get(name, '-'):>6}  {rss:>7}  {pss:>7}  {state}")
-    services = selected_services()
+    services = selected_services(env)
     judged = [p for s in services for p in service_processes(env, s)]
     ok = all(health[name] for name in judged)
     if ok:

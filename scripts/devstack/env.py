@@ -36,8 +36,15 @@ GRPC_OFFSET = 10000
 FIXED_GRPC = ("admin",)
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-# The services `up`, `start` and `stop` know, in start order (storage first).
-SERVICE_NAMES = ("seaweedfs", "mlflow", "airflow")
+# The services `up`, `start` and `stop` know, in start order (storage first). The Hive metastore
+# runs only with LAKEHOUSE_CATALOG=hive (see catalog_services).
+HIVE_METASTORE = "hive-metastore"
+SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, "mlflow", "airflow")
+# LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
+# SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
+CATALOG_CHOICES = ("hive", "jdbc")
+HIVE_METASTORE_DEFAULT_PORT = 9083
+S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
 
 
 # The local webhook receiver (scripts/devstack/alert_receiver.py) that stands in for Slack.
@@ -55,6 +62,11 @@ def mlflow_auth_on(env: dict) -> bool:
 def mlflow_auth_ini(env: dict) -> Path:
     """The auth app's config file (0600: it holds the admin password), beside MLflow's database."""
     return Path(env["LAKEHOUSE_HOME"]) / "mlflow" / contract.MLFLOW_AUTH_INI
+
+
+def catalog_services(env: dict) -> tuple[str, ...]:
+    """SERVICE_NAMES this catalog choice runs: the metastore only behind the hive catalog."""
+    return tuple(n for n in SERVICE_NAMES if n != HIVE_METASTORE or env.get("LAKEHOUSE_CATALOG") == "hive")
 
 
 def alert_receiver_url(env: dict) -> str:
@@ -161,10 +173,27 @@ def _mlflow_login(v: dict[str, str]) -> None:
 
 def _storage_defaults(v: dict[str, str], home: Path) -> None:
     """The pipeline's storage locations and the binaries Spark runs with."""
-    if not v.get("ICEBERG_CATALOG_URI"):
-        v["ICEBERG_CATALOG_URI"] = f"jdbc:sqlite:{home}/iceberg/catalog.db"
-    if not v.get("ICEBERG_WAREHOUSE"):
-        v["ICEBERG_WAREHOUSE"] = f"file://{home}/iceberg/warehouse"
+    kind = (v.get("LAKEHOUSE_CATALOG") or "hive").strip().lower()
+    if kind not in CATALOG_CHOICES:
+        raise StackError(f"LAKEHOUSE_CATALOG must be one of {', '.join(CATALOG_CHOICES)}, got {kind!r}")
+    v["LAKEHOUSE_CATALOG"] = kind
+    v["HIVE_METASTORE_PORT"] = v.get("HIVE_METASTORE_PORT") or str(HIVE_METASTORE_DEFAULT_PORT)
+    # An older .env spells out the jdbc defaults (local, jdbc, jdbc:sqlite:...): LAKEHOUSE_CATALOG decides.
+    if kind == "hive":
+        hive_defaults = {"ICEBERG_CATALOG": "hive_prod", "ICEBERG_CATALOG_TYPE": "hive",
+                         "ICEBERG_CATALOG_URI": f"thrift://{LOOPBACK}:{v['HIVE_METASTORE_PORT']}",
+                         "ICEBERG_WAREHOUSE": f"s3a://{v.get('S3_BUCKET') or 'lakehouse'}/warehouse"}
+        other_kind = {"ICEBERG_CATALOG": ("local",), "ICEBERG_CATALOG_TYPE": ("jdbc",),
+                      "ICEBERG_CATALOG_URI": ("jdbc:",), "ICEBERG_WAREHOUSE": ("file:",)}
+    else:
+        hive_defaults = {"ICEBERG_CATALOG": "local", "ICEBERG_CATALOG_TYPE": "jdbc",
+                         "ICEBERG_CATALOG_URI": f"jdbc:sqlite:{home}/iceberg/catalog.db",
+                         "ICEBERG_WAREHOUSE": f"file://{home}/iceberg/warehouse"}
+        other_kind = {"ICEBERG_CATALOG": ("hive_prod",), "ICEBERG_CATALOG_TYPE": ("hive",),
+                      "ICEBERG_CATALOG_URI": ("thrift:",), "ICEBERG_WAREHOUSE": ()}
+    for key, default in hive_defaults.items():
+        if not v.get(key) or v[key].startswith(other_kind[key]):
+            v[key] = default
     if not v.get("RAW_TICKS_PATH"):
         v["RAW_TICKS_PATH"] = str(home / "raw" / "ticks")
     if not v.get("SPARK_JARS") and not v.get("SPARK_PACKAGES"):
@@ -218,6 +247,27 @@ def _port_defaults(v: dict[str, str]) -> None:
     # inside a stage's log-batch call under load (seen in make demo); nothing to report to anyway.
     v["MLFLOW_DISABLE_TELEMETRY"] = v.get("MLFLOW_DISABLE_TELEMETRY") or "true"
     v.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    _s3_file_io(v)
+
+
+def _s3_file_io(v: dict[str, str]) -> None:
+    """Tables under s3:// or s3a:// go through Iceberg's S3FileIO on the embedded SeaweedFS.
+
+    The keys travel with the catalog's FileIO (as in docker-compose-mlops.yml); properties the
+    user set in ICEBERG_CATALOG_PROPERTIES win.
+    """
+    if not v["ICEBERG_WAREHOUSE"].startswith(("s3://", "s3a://")):
+        return
+    props = {
+        "io-impl": S3_FILE_IO,
+        "s3.endpoint": v["MLFLOW_S3_ENDPOINT_URL"],
+        "s3.path-style-access": "true",
+        "s3.access-key-id": v.get("AWS_ACCESS_KEY_ID", ""),
+        "s3.secret-access-key": v.get("AWS_SECRET_ACCESS_KEY", ""),
+        "client.region": v["AWS_DEFAULT_REGION"],
+    }
+    props.update(json.loads(v.get("ICEBERG_CATALOG_PROPERTIES") or "{}"))
+    v["ICEBERG_CATALOG_PROPERTIES"] = json.dumps(props)
 
 
 def _airflow_settings(v: dict[str, str], home: Path, overrides: dict[str, str]) -> None:

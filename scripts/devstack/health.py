@@ -116,6 +116,28 @@ def ensure_buckets(env: dict) -> None:
 # MLflow
 # --------------------------------------------------------------------------------------------------
 
+def hive_metastore_health(env: dict) -> tuple[bool, str]:
+    """The metastore answers a Thrift call (an open port alone is ready long before the schema is)."""
+    port = int(env["HIVE_METASTORE_PORT"])
+    if not port_open(port):
+        return False, f"nothing listens on {LOOPBACK}:{port}"
+    from hive_metastore.ThriftHiveMetastore import Client
+    from thrift.protocol import TBinaryProtocol
+    from thrift.transport import TSocket, TTransport
+
+    sock = TSocket.TSocket(LOOPBACK, port)
+    sock.setTimeout(10_000)
+    transport = TTransport.TBufferedTransport(sock)
+    try:
+        transport.open()
+        databases = Client(TBinaryProtocol.TBinaryProtocol(transport)).get_all_databases()
+        return True, f"{len(databases)} database(s)"
+    except Exception as exc:  # noqa: BLE001 - any Thrift or socket failure means "not yet"
+        return False, f"get_all_databases on {LOOPBACK}:{port} failed: {exc}"
+    finally:
+        transport.close()
+
+
 def mlflow_health(env: dict) -> tuple[bool, str]:
     status, body = http_get(f"http://{LOOPBACK}:{env['MLFLOW_PORT']}/health")
     ok = status == 200 and body.strip() == b"OK"

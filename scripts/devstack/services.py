@@ -1,7 +1,8 @@
 """What runs: the command line, folder, ports and environment of each service.
 
-SeaweedFS (`weed mini`: master, volume, filer, S3), the MLflow server and Airflow's four
-components, all from the project's virtual environments and bound to 127.0.0.1.
+SeaweedFS (`weed mini`: master, volume, filer, S3), the Hive metastore of catalog hive_prod
+(LAKEHOUSE_CATALOG=hive), the MLflow server and Airflow's four components, all from the project's
+virtual environments and bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from jobs import contract
 from scripts.devstack.env import (
@@ -18,13 +20,16 @@ from scripts.devstack.env import (
     ALERT_RECEIVER,
     FIXED_GRPC,
     GRPC_OFFSET,
+    HIVE_METASTORE,
     JOBS_VENV,
     LOOPBACK,
+    REPO,
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
     StackError,
     alert_receiver_used,
     alerts_file,
+    catalog_services,
     grpc_var,
     mlflow_auth_ini,
     mlflow_auth_on,
@@ -121,6 +126,54 @@ def write_seaweedfs_security(env: dict) -> Path | None:
     return path
 
 
+def _pyspark_jars() -> Path:
+    return next((JOBS_VENV / "lib").glob("python3*/site-packages/pyspark/jars"))
+
+
+def write_hive_site(env: dict) -> Path:
+    """hive-site.xml of the embedded metastore: its Derby database and S3A on SeaweedFS.
+
+    Creating a table or namespace makes its folder through Hadoop's FileSystem, hence S3A here
+    (hadoop-aws from var/jars); the keys are the .env ones, so the file is private.
+    """
+    d = dirs(env)["hive-metastore"]
+    conf = {
+        "javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={d / 'metastore_db'};create=true",
+        "datanucleus.schema.autoCreateAll": "true",
+        "hive.metastore.schema.verification": "false",
+        "hive.metastore.warehouse.dir": env["ICEBERG_WAREHOUSE"],
+        "fs.s3a.endpoint": env["MLFLOW_S3_ENDPOINT_URL"],
+        "fs.s3a.path.style.access": "true",
+        "fs.s3a.connection.ssl.enabled": "false",
+        "fs.s3a.access.key": env["AWS_ACCESS_KEY_ID"],
+        "fs.s3a.secret.key": env["AWS_SECRET_ACCESS_KEY"],
+        "fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "derby.stream.error.file": str(d / "derby.log"),
+    }
+    body = "".join(f"  <property><name>{k}</name><value>{escape(v)}</value></property>\n" for k, v in conf.items())
+    path = d / "conf" / "hive-site.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n')
+    return path
+
+
+def hive_metastore_service(env: dict) -> Service:
+    """Hive 2.3.9's metastore from pyspark's jars, on 127.0.0.1 through LoopbackMetastore.java."""
+    d = dirs(env)["hive-metastore"]
+    jars = REPO / "var" / "jars"
+    s3a = sorted(str(p) for p in (*jars.glob("hadoop-aws-*.jar"), *jars.glob("aws-java-sdk-bundle-*.jar")))
+    classpath = os.pathsep.join([str(d / "conf"), f"{_pyspark_jars()}/*", *s3a])
+    argv = [str(Path(env["JAVA_HOME"]) / "bin" / "java"), f"-Xmx{env.get('HIVE_METASTORE_HEAP') or '512m'}",
+            "-Dlog4j2.contextSelector=org.apache.logging.log4j.core.selector.ClassLoaderContextSelector",
+            f"-Dderby.system.home={d}", "-cp", classpath,
+            str(Path(__file__).with_name("java") / "LoopbackMetastore.java"), LOOPBACK, env["HIVE_METASTORE_PORT"]]
+    if not (d / "metastore_db").exists():
+        argv.append("--init-txn")
+    return Service(HIVE_METASTORE, HIVE_METASTORE, argv, d, [("HIVE_METASTORE_PORT", int(env["HIVE_METASTORE_PORT"]))])
+
+
 def mlflow_service(env: dict) -> Service:
     d = dirs(env)
     port = env["MLFLOW_PORT"]
@@ -191,7 +244,8 @@ def alert_receiver_service(env: dict) -> Service:
 def all_services(env: dict) -> list[Service]:
     """Every process the stack may run, in start order (the receiver only when alerts go to it)."""
     receiver = [alert_receiver_service(env)] if alert_receiver_used(env) else []
-    return [seaweedfs_service(env), mlflow_service(env), *receiver, *airflow_services(env)]
+    metastore = [hive_metastore_service(env)] if HIVE_METASTORE in catalog_services(env) else []
+    return [seaweedfs_service(env), *metastore, mlflow_service(env), *receiver, *airflow_services(env)]
 
 
 def parse_services(names: list[str] | str | None) -> list[str]:
@@ -205,9 +259,10 @@ def parse_services(names: list[str] | str | None) -> list[str]:
     return [n for n in SERVICE_NAMES if n in wanted] if wanted else list(SERVICE_NAMES)
 
 
-def selected_services() -> list[str]:
-    """What `up` starts and `status` judges: LAKEHOUSE_SERVICES, default all."""
-    return parse_services(os.environ.get("LAKEHOUSE_SERVICES"))
+def selected_services(env: dict | None = None) -> list[str]:
+    """What `up` starts and `status` judges: LAKEHOUSE_SERVICES, default all (the metastore only for hive)."""
+    chosen = parse_services(os.environ.get("LAKEHOUSE_SERVICES"))
+    return [n for n in chosen if env is None or n in catalog_services(env)]
 
 
 def service_processes(env: dict, name: str) -> list[str]:

@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
@@ -34,8 +35,24 @@ ONE_SHOT = {"airflow-init", "mlflow-db-init", "mlflow-auth-init", "secrets-check
 # Memory limits from the user's guide (docker-compose-mlops.yml, option 2): MLflow 1G, Redis 512M,
 # webserver (now api-server) 2G, scheduler 2G. Postgres holds two databases now: 1G instead of 512M.
 GUIDE_MEMORY = {"mlflow": "1g", "redis": "512m", "airflow-apiserver": "2g", "airflow-scheduler": "2g"}
-PACKAGES = ("org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.2,"
-            "org.apache.iceberg:iceberg-aws-bundle:1.10.2,org.apache.hadoop:hadoop-aws:3.3.4")
+POM = REPO / "requirements" / "jars" / "pom.xml"
+
+
+def pom_jars() -> dict[str, str]:
+    """artifactId -> version of requirements/jars/pom.xml, the one declaration of the Spark jars."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    root = ET.parse(POM).getroot()
+    props = {el.tag.split("}")[1]: el.text for el in root.find("m:properties", ns)}
+    out = {}
+    for dep in root.iterfind("m:dependencies/m:dependency", ns):
+        version = dep.findtext("m:version", namespaces=ns)
+        out[dep.findtext("m:artifactId", namespaces=ns)] = re.sub(
+            r"\$\{([^}]+)\}", lambda m: props[m.group(1)], version)
+    return out
+
+
+# What the image bakes and the compose file's SPARK_JARS lists (the SQLite driver is jdbc-only).
+BAKED_JARS = ",".join(f"/opt/spark-jars/{a}-{v}.jar" for a, v in pom_jars().items() if a != "sqlite-jdbc")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|JWT|ACCESS_KEY|TOKEN|_AUTH$")
 
 
@@ -451,7 +468,7 @@ def test_pipeline_settings_read_by_the_code_reach_the_airflow_containers(compose
         "ICEBERG_CATALOG_URI": "thrift://hive-metastore:9083", "ICEBERG_WAREHOUSE": "s3a://lakehouse/warehouse",
         "RAW_TICKS_PATH": "s3a://lakehouse/raw/ticks", "MLFLOW_TRACKING_URI": "http://mlflow:5000",
         "SPARK_SUBMIT_BINARY": "/opt/jobs-venv/bin/spark-submit", "PYSPARK_PYTHON": "/opt/jobs-venv/bin/python",
-        "SPARK_PACKAGES": PACKAGES, "MLFLOW_S3_ENDPOINT_URL": "http://seaweedfs-s3:8333",
+        "SPARK_JARS": BAKED_JARS, "SPARK_PACKAGES": "", "MLFLOW_S3_ENDPOINT_URL": "http://seaweedfs-s3:8333",
         "AIRFLOW_UI_URL": "http://localhost:8080", "MLFLOW_UI_URL": "http://localhost:5000",
     }
     assert {k: env[k] for k in expected} == expected
@@ -508,8 +525,8 @@ def test_compose_environment_resolves_to_the_intended_spark_submit(monkeypatch, 
 
     assert cmd[0] == "/opt/jobs-venv/bin/spark-submit"
     assert cmd[cmd.index("--master") + 1] == "spark://spark-master:7077"
-    assert cmd[cmd.index("--packages") + 1] == PACKAGES
-    assert "--jars" not in cmd
+    assert cmd[cmd.index("--jars") + 1] == BAKED_JARS
+    assert "--packages" not in cmd
     assert "spark.pyspark.python=/opt/jobs-venv/bin/python" in cmd
     assert "spark.pyspark.driver.python=/opt/jobs-venv/bin/python" in cmd
     assert "--driver-memory" in cmd and cmd[cmd.index("--driver-memory") + 1] == env["SPARK_DRIVER_MEMORY"]
@@ -519,15 +536,16 @@ def test_compose_environment_resolves_to_the_intended_spark_submit(monkeypatch, 
     assert hook._connection["deploy_mode"] is None  # client mode: the driver runs in the worker
 
 
-def test_baked_jars_replace_packages(monkeypatch, compose, raw, example_env):
-    jars = "/opt/spark-jars/iceberg-spark-runtime-3.5_2.12-1.10.2.jar,/opt/spark-jars/hadoop-aws-3.3.4.jar"
-    baked = interpolate_tree(raw, {**example_env, "MLOPS_SPARK_PACKAGES": "", "MLOPS_SPARK_JARS": jars})
+def test_packages_replace_baked_jars(monkeypatch, compose, raw, example_env):
+    packages = ",".join(f"org.apache.iceberg:{a}:{v}" for a, v in pom_jars().items() if a.startswith("iceberg"))
+    resolved = interpolate_tree(raw, {**example_env, "MLOPS_SPARK_PACKAGES": packages,
+                                      "MLOPS_SPARK_JARS": "/opt/spark-jars/none.jar"})
     from lakehouse_mlops.config import PipelineConfig
     from lakehouse_mlops.spark_stage import spark_stage
 
-    _apply_worker_env(monkeypatch, baked)
+    _apply_worker_env(monkeypatch, resolved)
     cmd = spark_stage("silver_to_gold", PipelineConfig.from_env())._get_hook()._build_spark_submit_command("x.py")
-    assert cmd[cmd.index("--jars") + 1] == jars and "--packages" not in cmd
+    assert cmd[cmd.index("--packages") + 1] == packages
 
 
 # ------------------------------------------------------------------------------ image and build context
@@ -535,7 +553,7 @@ def test_baked_jars_replace_packages(monkeypatch, compose, raw, example_env):
 def test_dockerfile_pins_match_the_lock_files():
     text = DOCKERFILE.read_text()
     instructions = dockerfile_instructions()
-    base = next(args for word, args in instructions if word == "FROM")
+    base = next(args for word, args in instructions if word == "FROM" and args.startswith("apache/airflow:"))
     airflow_lock, jobs_lock = lock_pins("airflow.lock"), lock_pins("jobs.lock")
     m = re.fullmatch(r"apache/airflow:(\S+)-python(\d+\.\d+)", base)
     assert m, base
@@ -560,17 +578,18 @@ def test_dockerfile_pins_match_the_lock_files():
     assert "openjdk-17-jre-headless" in code
 
 
-def test_dockerfile_spark_versions_agree_with_pyspark_and_packages():
-    args = dict(a.split("=", 1) for word, a in dockerfile_instructions() if word == "ARG" and "=" in a)
-    coords = dict(c.rsplit(":", 1) for c in PACKAGES.split(","))
-    assert args["HADOOP_AWS_VERSION"] == coords["org.apache.hadoop:hadoop-aws"]
-    assert args["ICEBERG_VERSION"] == coords["org.apache.iceberg:iceberg-spark-runtime-3.5_2.12"]
-    assert args["ICEBERG_VERSION"] == coords["org.apache.iceberg:iceberg-aws-bundle"]
+def test_image_bakes_the_pom_jars_and_hadoop_aws_matches_pyspark():
+    text = DOCKERFILE.read_text()
+    assert "COPY requirements/jars/pom.xml" in text
+    assert "mvn -B -q -C -f /build/requirements/jars/pom.xml dependency:copy-dependencies" in text
+    assert "mvn -B -q -C -f requirements/jars/pom.xml dependency:copy-dependencies" in (REPO / "Makefile").read_text()
+    jars = pom_jars()
+    assert jars["iceberg-spark-runtime-3.5_2.12"] == jars["iceberg-aws-bundle"]
     if not JOBS_JARS.is_dir():
         pytest.skip("jobs environment not installed")
     hadoop = {p.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
               for p in JOBS_JARS.glob("hadoop-client-api-*.jar")}
-    assert hadoop == {args["HADOOP_AWS_VERSION"]}, "hadoop-aws must match pyspark's Hadoop"
+    assert hadoop == {jars["hadoop-aws"]}, "hadoop-aws must match pyspark's Hadoop"
 
 
 def test_image_and_compose_agree_on_paths(compose):

@@ -102,7 +102,7 @@ def test_make_env_keeps_existing_file_and_appends_new_variables(tmp_path):
 def test_resolve_env_embedded_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     env = resolve_env({"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env"), "LAKEHOUSE_HOME": "var/x",
-                       "MLFLOW_PORT": "5123", "SEAWEEDFS_S3_PORT": "8444",
+                       "LAKEHOUSE_CATALOG": "jdbc", "MLFLOW_PORT": "5123", "SEAWEEDFS_S3_PORT": "8444",
                        "ICEBERG_CATALOG_URI": "", "ICEBERG_WAREHOUSE": "", "RAW_TICKS_PATH": "",
                        "SPARK_JARS": "", "SPARK_PACKAGES": ""})
     home = REPO / "var" / "x"
