@@ -5,15 +5,25 @@ Configuration only, no services: the running metastore is exercised by `make up`
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from scripts.devstack.env import catalog_services, resolve_env  # noqa: E402
 from scripts.devstack.services import hive_metastore_service, write_hive_site  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_catalog_from_the_environment(monkeypatch):
+    """resolve_env prefers os.environ; tests/jobs' session sets ICEBERG_CATALOG=unit there."""
+    for key in [k for k in os.environ if k.startswith("ICEBERG_") or k == "LAKEHOUSE_CATALOG"]:
+        monkeypatch.delenv(key)
 
 
 def _env(tmp_path, **extra):
