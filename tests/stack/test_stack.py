@@ -132,11 +132,11 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
     password = stack_health.airflow_password(stack.env)
     assert password and f"password: {password}" in stack.up_output
     pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
-    assert len(pids) == 7  # SeaweedFS, MLflow, the alert receiver and Airflow's four processes
+    assert len(pids) == 8  # SeaweedFS, the Hive metastore, MLflow, the alert receiver and Airflow's four processes
 
     again = stack.cli("up")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("already running") == 3
+    assert again.stdout.count("already running") == 4  # seaweedfs, hive-metastore, mlflow, airflow
     assert password not in again.stdout and "password: stored in" in again.stdout
     assert {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")} == pids
 
@@ -144,7 +144,7 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
 def test_status_exits_zero_when_healthy(stack):
     out = stack.cli("status")
     assert out.returncode == 0, out.stdout + out.stderr
-    for name in ("seaweedfs", "mlflow", "alert-receiver", "airflow-api-server", "airflow-scheduler",
+    for name in ("seaweedfs", "hive-metastore", "mlflow", "alert-receiver", "airflow-api-server", "airflow-scheduler",
                  "airflow-dag-processor", "airflow-triggerer"):
         line = next(line for line in out.stdout.splitlines() if line.startswith(name + " "))
         assert line.endswith("healthy") and "unhealthy" not in line
