@@ -30,7 +30,7 @@ from scripts.soak import plan_from_env
 PLAN = plan_from_env()
 VARIANT, TICKS, MEMORY_RATIO = PLAN.variant, PLAN.ticks_per_date, PLAN.memory_ratio
 RETAIN_LAST = 2
-SERVICES = ("seaweedfs", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+SERVICES = ("seaweedfs", "hive-metastore", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
             "airflow-triggerer")
 # What the clean reprocessing compares: the data tables (predictions and drift depend on which
 # model was champion when, which a clean run of the same days legitimately decides differently).
