@@ -141,6 +141,10 @@ class Settings:
             props.update(type="sql", uri=f"sqlite:///{path}")
         else:
             props.update(type=self.catalog_type, uri=self.catalog_uri)
+            if self.catalog_type == "hive":
+                # Hive 2.x metastores (the embedded 2.3.9) reject 'timestamp with local time zone'
+                # columns; Iceberg's Java HiveCatalog writes plain 'timestamp' for them, so does this.
+                props["hive.hive2-compatible"] = env("ICEBERG_HIVE2_COMPATIBLE", "true")
         endpoint = env("MLFLOW_S3_ENDPOINT_URL")
         if endpoint:
             props.update({

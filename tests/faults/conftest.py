@@ -1,6 +1,6 @@
 """Fault drills against real services: SeaweedFS and MLflow from scripts/stack.py, no Airflow.
 
-One stack per session on free ports (LAKEHOUSE_SERVICES=seaweedfs,mlflow). Stages run with
+One stack per session on free ports (faults_support: SERVICES, CATALOG). Stages run with
 spark-submit the way the DAG's SparkSubmitOperator runs them (plugins/lakehouse_mlops/spark_stage.py),
 in their own process group so a test can kill the whole job, JVM included. Services are stopped
 and started with `stack.py stop|start`, and every wait is on observable state (ports, health,
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from faults_support import (
+    CATALOG,
     DEPENDENCY_SETTINGS,
     MEASURED,
     MLFLOW_HTTP,
@@ -38,7 +39,8 @@ from scripts.devstack.temporary import Stack, running_stack
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
     root = Path(tempfile.mkdtemp(prefix="lakehouse-faults-"))
-    settings = {"LAKEHOUSE_SERVICES": SERVICES, "SPARK_DRIVER_MEMORY": "1g", "SPARK_SQL_SHUFFLE_PARTITIONS": "2",
+    settings = {"LAKEHOUSE_SERVICES": SERVICES, "LAKEHOUSE_CATALOG": CATALOG,
+                "SPARK_DRIVER_MEMORY": "1g", "SPARK_SQL_SHUFFLE_PARTITIONS": "2",
                 "SPARK_MASTER": "local[2]", **DEPENDENCY_SETTINGS}
     with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
         saved = dict(os.environ)
