@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-drills test-soak soak lock clean bench
+.PHONY: help deps system-deps test-deps env up down status open logs demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -77,7 +77,7 @@ test-deps: ## Debian Chromium for the browser check of the MLflow UI
 
 test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
-	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/faults tests/e2e -q -m "not drill" --durations=15 $(PYTEST_ARGS)
+	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/security tests/faults tests/e2e -q -m "not drill" --durations=15 $(PYTEST_ARGS)
 
 test-drills: deps ## The long rerun and backfill drills left out of make test (three reruns, a backfill over every date; ~35 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q -m drill --durations=5 $(PYTEST_ARGS)
@@ -96,6 +96,9 @@ test-jobs: deps ## Unit tests of the Spark jobs, transforms, report and benchmar
 
 test-e2e: deps ## End-to-end: the embedded stack runs ml_pipeline through Airflow (~10-25 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q $(PYTEST_ARGS)
+
+test-security: deps ## Security attempts (issue 14) against one running stack: port scans, anonymous MLflow, link injection, SeaweedFS internals, placeholders, ps, file modes (~3 min)
+	$(JOBS_VENV)/bin/python -m pytest tests/security -q --durations=5 $(PYTEST_ARGS)
 
 test-faults: deps ## Fault drills: MLflow or SeaweedFS down, a Spark job killed mid-write (~5 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/faults -q $(PYTEST_ARGS)

@@ -330,9 +330,24 @@ def env(name: str, default: str = "") -> str:
     return value if value.strip() else default
 
 
+ON_WORDS = ("on", "1", "true", "yes")
+OFF_WORDS = ("off", "0", "false", "no")
+
+
+def is_on(value: str | None, default: bool) -> bool:
+    """One parser for every on/off setting (the stack's switches, compose's): on/1/true/yes or
+    off/0/false/no in any case, blanks around ignored; unset, empty or anything else is ``default``."""
+    word = (value or "").strip().lower()
+    if word in ON_WORDS:
+        return True
+    if word in OFF_WORDS:
+        return False
+    return default
+
+
 def switch(name: str, default: str = "on") -> bool:
-    """An on/off variable: on unless set to off, 0, false or no."""
-    return env(name, default).lower() not in ("off", "0", "false", "no")
+    """An on/off variable of this process: on unless set to off, 0, false or no (default on)."""
+    return is_on(os.environ.get(name), is_on(default, True))
 
 
 def bounded_mlflow_http(max_retries: int | None = None, max_timeout: int | None = None) -> None:

@@ -45,6 +45,7 @@ from scripts.devstack.env import (
     mlflow_auth_on,
     process_env,
     resolve_env,
+    seaweedfs_internal_auth_on,
 )
 from scripts.devstack.health import (
     airflow_health,
@@ -265,7 +266,7 @@ def _airflow_login_line(env: dict) -> str:
 
 
 def _filer_line(env: dict) -> str:
-    if env.get("SEAWEEDFS_INTERNAL_AUTH", "on").strip().lower() in ("off", "0", "false", "no"):
+    if not seaweedfs_internal_auth_on(env):
         return f"SeaweedFS filer UI: http://{LOOPBACK}:{env['SEAWEEDFS_FILER_PORT']}  (SEAWEEDFS_INTERNAL_AUTH=off)"
     return ("SeaweedFS filer UI: closed (its HTTP ports want SeaweedFS's JWTs; browse with an S3 client, "
             "or SEAWEEDFS_INTERNAL_AUTH=off)")

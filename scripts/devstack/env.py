@@ -54,9 +54,14 @@ ALERT_RECEIVER_DEFAULT_PORT = 8099
 OPTIONAL_PORTS = ("SEAWEEDFS_ICEBERG_PORT", "ALERT_RECEIVER_PORT")
 
 
+def seaweedfs_internal_auth_on(env: dict) -> bool:
+    """SEAWEEDFS_INTERNAL_AUTH (default on): JWTs on the filer and volume ports, mTLS on gRPC and the master."""
+    return contract.is_on(env.get("SEAWEEDFS_INTERNAL_AUTH"), default=True)
+
+
 def mlflow_auth_on(env: dict) -> bool:
     """MLFLOW_AUTH=on: the embedded MLflow runs its basic-auth app (default off, README "Security model")."""
-    return (env.get(contract.MLFLOW_AUTH_SWITCH) or "off").strip().lower() in ("on", "1", "true", "yes")
+    return contract.is_on(env.get(contract.MLFLOW_AUTH_SWITCH), default=False)
 
 
 def mlflow_auth_ini(env: dict) -> Path:

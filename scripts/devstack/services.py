@@ -33,6 +33,7 @@ from scripts.devstack.env import (
     grpc_var,
     mlflow_auth_ini,
     mlflow_auth_on,
+    seaweedfs_internal_auth_on,
 )
 from scripts.devstack.processes import Service, dirs
 
@@ -100,29 +101,86 @@ def write_s3_identities(env: dict) -> Path:
 
 
 SEAWEEDFS_JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+# Every gRPC server `weed mini` runs, and its outgoing client: mutual TLS with the stack's own CA.
+SEAWEEDFS_GRPC_SECTIONS = ("grpc.master", "grpc.volume", "grpc.filer", "grpc.s3", "grpc.admin", "grpc.worker",
+                           "grpc.client")
+
+
+def seaweedfs_tls_dir(env: dict) -> Path:
+    return dirs(env)["seaweedfs"] / "tls"
+
+
+def _private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def write_seaweedfs_tls(env: dict) -> dict[str, Path]:
+    """A fresh CA and one certificate for 127.0.0.1 signed by it, on every start (see write_seaweedfs_security).
+
+    The CA's key is never written: nothing can sign another certificate the servers would accept.
+    """
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, node_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lakehouse-seaweedfs-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+          .not_valid_after(now + dt.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    node = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "seaweedfs")]))
+            .issuer_name(ca_name).public_key(node_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    d = seaweedfs_tls_dir(env)
+    paths = {"ca": d / "ca.crt", "cert": d / "node.crt", "key": d / "node.key"}
+    _private(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
+    _private(paths["cert"], node.public_bytes(serialization.Encoding.PEM))
+    _private(paths["key"], node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return paths
 
 
 def write_seaweedfs_security(env: dict) -> Path | None:
-    """security.toml in weed's working folder: JWT keys for filer and volume reads and writes.
+    """security.toml in weed's working folder: JWTs on filer and volume HTTP, mutual TLS on gRPC and the master.
 
-    Without them the filer, volume and master HTTP ports take unauthenticated reads and writes
-    (from any local process, or a browser through DNS rebinding), bypassing the S3 identities.
-    `weed mini` is one process, so its S3 gateway signs with the same keys; fresh keys on every
-    start (the tokens live 10 s). SEAWEEDFS_INTERNAL_AUTH=off brings the filer UI back.
+    Without it the filer, volume and master ports take unauthenticated reads and writes (from any
+    local process, or a browser through DNS rebinding), bypassing the S3 identities. `weed mini` is
+    one process, so its S3 gateway signs with the same keys; fresh keys on every start (the tokens
+    live 10 s). The master's HTTP API (/dir/assign hands out volume write tokens to its caller) and
+    every gRPC port want a client certificate of the stack's CA, which only weed itself holds.
+    SEAWEEDFS_INTERNAL_AUTH=off brings the filer UI (and all of that openness) back.
     """
     import secrets
 
     path = dirs(env)["seaweedfs"] / "security.toml"
-    if env.get("SEAWEEDFS_INTERNAL_AUTH", "on").strip().lower() in ("off", "0", "false", "no"):
+    if not seaweedfs_internal_auth_on(env):
         path.unlink(missing_ok=True)
         return None
+    tls = write_seaweedfs_tls(env)
     body = "".join(f'[{section}]\nkey = "{secrets.token_urlsafe(32)}"\nexpires_after_seconds = 10\n\n'
-                   for section in SEAWEEDFS_JWT_SECTIONS) + "[access]\nui = false\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(body)
-    os.chmod(path, 0o600)
+                   for section in SEAWEEDFS_JWT_SECTIONS) + "[access]\nui = false\n\n"
+    body += f'[grpc]\nca = "{tls["ca"]}"\n\n'
+    body += "".join(f'[{section}]\ncert = "{tls["cert"]}"\nkey = "{tls["key"]}"\n\n'
+                    for section in SEAWEEDFS_GRPC_SECTIONS)
+    body += f'[https.master]\ncert = "{tls["cert"]}"\nkey = "{tls["key"]}"\nca = "{tls["ca"]}"\n'
+    _private(path, body.encode())
     return path
 
 

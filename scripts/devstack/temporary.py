@@ -28,7 +28,7 @@ JOBS_PYTHON = JOBS_VENV / "bin" / "python"
 PORT_VARS = [
     "SEAWEEDFS_S3_PORT", "SEAWEEDFS_MASTER_PORT", "SEAWEEDFS_VOLUME_PORT", "SEAWEEDFS_FILER_PORT",
     "SEAWEEDFS_S3_GRPC_PORT", "SEAWEEDFS_MASTER_GRPC_PORT", "SEAWEEDFS_VOLUME_GRPC_PORT",
-    "SEAWEEDFS_FILER_GRPC_PORT", "HIVE_METASTORE_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT", "ALERT_RECEIVER_PORT",
+    "SEAWEEDFS_FILER_GRPC_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT", "ALERT_RECEIVER_PORT", "HIVE_METASTORE_PORT",
 ]
 
 
@@ -72,7 +72,10 @@ class Stack:
     @property
     def listening_ports(self) -> dict[str, int]:
         """Every port the stack opens, including the admin gRPC port derived from the admin one."""
-        return {**self.ports, f"SEAWEEDFS_ADMIN_PORT+{GRPC_OFFSET}": self.ports["SEAWEEDFS_ADMIN_PORT"] + GRPC_OFFSET}
+        ports = {**self.ports, f"SEAWEEDFS_ADMIN_PORT+{GRPC_OFFSET}": self.ports["SEAWEEDFS_ADMIN_PORT"] + GRPC_OFFSET}
+        if self.env.get("LAKEHOUSE_CATALOG") != "hive":  # no metastore behind the jdbc catalog
+            ports.pop("HIVE_METASTORE_PORT", None)
+        return ports
 
     def cli(self, *args: str, timeout: float = 300, env_overrides: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess:

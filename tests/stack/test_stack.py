@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import stat
 import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -132,11 +130,13 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
     password = stack_health.airflow_password(stack.env)
     assert password and f"password: {password}" in stack.up_output
     pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
-    assert len(pids) == 8  # SeaweedFS, the Hive metastore, MLflow, the alert receiver and Airflow's four processes
+    # SeaweedFS, the Hive metastore (LAKEHOUSE_CATALOG=hive, the default), MLflow, the alert receiver
+    # and Airflow's four processes
+    assert len(pids) == 8, sorted(pids)
 
     again = stack.cli("up")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("already running") == 4  # seaweedfs, hive-metastore, mlflow, airflow
+    assert again.stdout.count("already running") == 4, again.stdout
     assert password not in again.stdout and "password: stored in" in again.stdout
     assert {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")} == pids
 
@@ -150,43 +150,10 @@ def test_status_exits_zero_when_healthy(stack):
         assert line.endswith("healthy") and "unhealthy" not in line
 
 
-def test_services_listen_on_loopback_only(stack):
-    for var, port in stack.listening_ports.items():
-        assert stack_health.port_open(port), f"{var}={port} is not listening"
-    found = set()
-    for pid_file in (stack.home / "run").glob("*.pid"):
-        for pid, address, port in processes.listening_sockets(processes.session_members(int(pid_file.read_text()))):
-            found.add(port)
-            assert address in ("127.0.0.1", "::1"), f"{pid_file.stem} (pid {pid}) listens on {address}:{port}"
-    assert set(stack.listening_ports.values()) <= found
-
-
 def test_seaweedfs_components_reach_each_other(stack):
     # weed mini's maintenance worker dials the admin gRPC port itself; a wrong port only shows in the log.
     log = (stack.home / "logs" / "seaweedfs.log").read_text()
     assert "connection refused" not in log, log[-2000:]
-
-
-def test_s3_refuses_anonymous_and_round_trips_signed(stack):
-    endpoint, bucket = stack.env["MLFLOW_S3_ENDPOINT_URL"], stack.env["S3_BUCKET"]
-    for method, data in (("GET", None), ("PUT", b"x")):
-        req = urllib.request.Request(f"{endpoint}/{bucket}/anonymous.txt", data=data, method=method)
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(req, timeout=10)
-        assert err.value.code == 403
-
-    client = stack_health.s3_client(stack.env)
-    key = f"tests/{uuid.uuid4().hex}.bin"
-    body = os.urandom(70_000)
-    client.put_object(Bucket=bucket, Key=key, Body=body)
-    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == body
-
-    wrong = dict(stack.env, AWS_SECRET_ACCESS_KEY="x" * 40)
-    with pytest.raises(Exception, match="403|AccessDenied|Forbidden|SignatureDoesNotMatch"):
-        stack_health.s3_client(wrong).get_object(Bucket=bucket, Key=key)
-
-
-SECRET_WORDS = ("SECRET", "PASSWORD", "FERNET", "JWT", "_KEY")
 
 
 def test_the_stacks_files_are_private_from_creation(stack):
@@ -203,41 +170,6 @@ def test_the_stacks_files_are_private_from_creation(stack):
         if stat.S_IMODE(mode) & 0o077:
             exposed.append(f"{oct(stat.S_IMODE(mode))} {path.relative_to(stack.home)}")
     assert exposed == [], exposed[:20]
-
-
-def test_no_secret_on_any_command_line(stack):
-    """What `ps` shows every local user: the argv of every process of every service."""
-    secrets = {k: v for k, v in stack.env.items() if any(w in k for w in SECRET_WORDS) and len(v) >= 8}
-    assert {"AWS_SECRET_ACCESS_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} <= set(secrets)
-    secrets["the generated Airflow password"] = stack_health.airflow_password(stack.env)
-    assert secrets["the generated Airflow password"]
-    leaks = []
-    for pid_file in (stack.home / "run").glob("*.pid"):
-        for pid in processes.session_members(int(pid_file.read_text().split()[0])):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            leaks += [f"{pid_file.stem} (pid {pid}): {name}" for name, value in secrets.items() if value in argv]
-    assert leaks == [], leaks
-
-
-def test_seaweedfs_internal_ports_refuse_unsigned_reads_and_writes(stack):
-    """The filer and volume HTTP ports want SeaweedFS's JWTs (security.toml): S3's identities cannot be bypassed."""
-    security = stack.home / "seaweedfs" / "security.toml"
-    assert stat.S_IMODE(security.stat().st_mode) == 0o600
-    bucket, key = stack.env["S3_BUCKET"], f"internal-{uuid.uuid4().hex}.txt"
-    stack_health.s3_client(stack.env).put_object(Bucket=bucket, Key=key, Body=b"signed")  # S3 still works
-    filer = f"http://127.0.0.1:{stack.env['SEAWEEDFS_FILER_PORT']}"
-    volume = f"http://127.0.0.1:{stack.env['SEAWEEDFS_VOLUME_PORT']}"
-    attempts = [("GET", f"{filer}/buckets/{bucket}/{key}", None), ("GET", f"{filer}/buckets/{bucket}/", None),
-                ("PUT", f"{filer}/buckets/{bucket}/planted.txt", b"x"),
-                ("DELETE", f"{filer}/buckets/{bucket}/{key}", None), ("GET", f"{volume}/1,01", None)]
-    for method, url, data in attempts:
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10)
-        assert err.value.code == 401, (method, url, err.value.code)
-    assert stack_health.s3_client(stack.env).get_object(Bucket=bucket, Key=key)["Body"].read() == b"signed"
 
 
 def test_mlflow_artifacts_land_in_the_bucket(stack):
