@@ -82,6 +82,7 @@ def main() -> int:
     files, size = unpack(download / "trino-server.tar.gz", TRINO_HOME / "server")
     (download / "trino-cli.jar").rename(TRINO_HOME / "trino-cli.jar")
     shutil.rmtree(download)
+    shutil.rmtree(TRINO_HOME / "maven", ignore_errors=True)
     print(f"Trino: {files} files ({size / 1e6:.0f} MB on disk) in {TRINO_HOME / 'server'}, "
           f"CLI {TRINO_HOME / 'trino-cli.jar'}, Java {java_home}")
     return 0

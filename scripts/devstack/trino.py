@@ -191,3 +191,43 @@ def trino_health(env: dict) -> tuple[bool, str]:
         return False, f"catalog {env['ICEBERG_CATALOG']} not loaded"
     return True, f"Trino {info.get('nodeVersion', {}).get('version', '?')}"
 
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo summary's query
+# --------------------------------------------------------------------------------------------------
+
+def rows_per_date_sql(tables: list[str] | tuple[str, ...]) -> str:
+    return " UNION ALL ".join(f"SELECT '{t}' AS table_name, trade_date, count(*) AS row_count FROM {t} "
+                              "GROUP BY trade_date" for t in tables) + " ORDER BY 1, 2"
+
+
+def demo_query(env: dict, tables: list[str] | tuple[str, ...]) -> dict:
+    """Rows per table per trade date, answered by Trino: {"sql", "rows", "seconds"}, {"off"} or {"error"}."""
+    from scripts.devstack.processes import read_pid
+
+    if env.get("TRINO", "on").strip().lower() in ("off", "0", "false", "no"):
+        return {"off": "TRINO=off"}
+    problem = trino_problem(env)
+    if problem or read_pid(env, TRINO) is None:
+        return {"off": problem or "not running (`make up` starts it)"}
+    if not tables:
+        return {"off": "no silver, gold or features table yet"}
+    sql = rows_per_date_sql(tables)
+    started = time.monotonic()
+    try:
+        _, rows = query(env, sql, catalog=env["ICEBERG_CATALOG"], schema=env.get("ICEBERG_NAMESPACE"))
+    except (StackError, urllib.error.URLError, OSError, ValueError) as e:
+        return {"error": str(e), "sql": sql}
+    return {"sql": sql, "rows": rows, "seconds": time.monotonic() - started}
+
+
+def format_demo_query(env: dict, result: dict) -> list[str]:
+    if "off" in result:
+        return [f"Trino: off ({result['off']}); the rows-per-date query was not answered by Trino"]
+    head = f"Answered by Trino ({trino_url(env)}, catalog {env['ICEBERG_CATALOG']}): rows per table per trade date"
+    if "error" in result:
+        return [head, f"  FAILED: {result['error'][:300]}"]
+    lines = [f"{head} ({result['seconds']:.1f}s; `make sql` for more)"]
+    lines += [f"  {table:<28}{date:>12}{count:>12,}" for table, date, count in result["rows"]]
+    return lines

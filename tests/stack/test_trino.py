@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from scripts.devstack.env import LOOPBACK, catalog_services, resolve_env  # noqa: E402
 from scripts.devstack.processes import listening_sockets, memory_mb, read_pid, session_members  # noqa: E402
 from scripts.devstack.temporary import running_stack  # noqa: E402
-from scripts.devstack.trino import TRINO_USER, trino_problem  # noqa: E402
+from scripts.devstack.trino import TRINO_USER, demo_query, format_demo_query, trino_problem  # noqa: E402
 
 TABLE = "trino_probe"
 SERVICES = "seaweedfs,hive-metastore,trino"
@@ -97,6 +97,15 @@ def test_trino_answers_per_date_counts_and_snapshot_like_pyiceberg(stack, table)
     assert cur.fetchall() == [[t.current_snapshot().snapshot_id]]
     cur.execute(f'SELECT count(*) FROM "{TABLE}$snapshots"')
     assert cur.fetchall() == [[2]]
+
+
+def test_demo_summary_query_is_answered_by_trino(stack, table):
+    result = demo_query(stack.env, [TABLE])
+    assert result["rows"] == [[TABLE, "2026-11-24", 3], [TABLE, "2026-11-25", 6]], result
+    lines = format_demo_query(stack.env, result)
+    assert lines[0].startswith(f"Answered by Trino (http://{LOOPBACK}:{stack.ports['TRINO_PORT']}, catalog hive_prod)")
+    off = format_demo_query(stack.env, demo_query({**stack.env, "TRINO": "off"}, [TABLE]))
+    assert off == ["Trino: off (TRINO=off); the rows-per-date query was not answered by Trino"]
 
 
 def test_up_reports_trino_healthy_with_its_url(stack):
