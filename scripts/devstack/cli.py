@@ -439,6 +439,8 @@ def cmd_open(env: dict) -> int:
     print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "
           f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})")
     print(_filer_line(env))
+    if read_pid(env, TRINO) is not None:
+        print(f"Trino         : {trino_url(env)}  (catalog {env['ICEBERG_CATALOG']}, user {TRINO_USER}; `make sql`)")
     reports = Path(env["LAKEHOUSE_HOME"]) / "reports"
     if reports.is_dir():
         print(f"Morning reports: {reports}/<trade date>.html")
