@@ -1,8 +1,8 @@
 """The embedded Trino: it reads hive_prod as pyiceberg does, listens on 127.0.0.1 only, keeps no secret.
 
-A real stack of SeaweedFS, the Hive metastore and Trino on free ports (no Airflow, no MLflow). A
-table is written through the same catalog with pyiceberg in two commits; Trino's per-date counts
-and its current snapshot id must equal pyiceberg's. Skips, with the reason, where Trino cannot run.
+A real stack of SeaweedFS, the Hive metastore and Trino on free ports (no Airflow, no MLflow). One
+table is written through the same catalog with pyiceberg in two commits, another by Spark; Trino's
+per-date counts and its current snapshot id must equal the writer's. Skips, with the reason, where Trino cannot run.
 """
 from __future__ import annotations
 
@@ -97,6 +97,33 @@ def test_trino_answers_per_date_counts_and_snapshot_like_pyiceberg(stack, table)
     assert cur.fetchall() == [[t.current_snapshot().snapshot_id]]
     cur.execute(f'SELECT count(*) FROM "{TABLE}$snapshots"')
     assert cur.fetchall() == [[2]]
+
+
+def test_trino_reads_a_table_spark_wrote_as_spark_sees_it(stack, table):
+    """Spark's Iceberg runtime (S3FileIO, the same metastore) writes; Trino reads the same counts and snapshot."""
+    from jobs.lakehouse.tables import current_snapshot, spark_session
+
+    t, settings = table
+    saved = dict(os.environ)
+    os.environ.update(stack.env)
+    spark = spark_session("trino-stack-test", settings, master="local[1]")
+    try:
+        name = settings.table("trino_spark_probe")
+        spark.sql(f"CREATE TABLE {name} (trade_date DATE, tick BIGINT) USING iceberg PARTITIONED BY (trade_date)")
+        spark.sql(f"INSERT INTO {name} SELECT DATE '2026-11-24' + CAST(id % 3 AS INT), id FROM range(30)")
+        spark.sql(f"INSERT INTO {name} SELECT DATE '2026-11-26', id FROM range(5)")
+        spark_counts = {r[0]: r[1] for r in spark.sql(f"SELECT trade_date, count(*) FROM {name} GROUP BY 1").collect()}
+        spark_snapshot = current_snapshot(spark, name).snapshot_id
+    finally:
+        spark.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+    assert spark_counts == {dt.date(2026, 11, 24): 10, dt.date(2026, 11, 25): 10, dt.date(2026, 11, 26): 15}
+    cur = _trino(stack, settings)
+    cur.execute("SELECT trade_date, count(*) FROM trino_spark_probe GROUP BY trade_date")
+    assert dict(cur.fetchall()) == spark_counts
+    cur.execute('SELECT snapshot_id FROM "trino_spark_probe$snapshots" ORDER BY committed_at DESC LIMIT 1')
+    assert cur.fetchall() == [[spark_snapshot]]
 
 
 def test_demo_summary_query_is_answered_by_trino(stack, table):
