@@ -7,6 +7,7 @@ $LAKEHOUSE_HOME, so `down` plus deleting that folder is a full reset.
     .venv-jobs/bin/python scripts/stack.py up | down | status | env | run -- CMD...
     .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow)
     .venv-jobs/bin/python scripts/stack.py open | logs [SERVICE] [--no-follow]
+    .venv-jobs/bin/python scripts/stack.py sql [TRINO CLI ARGS]   (the Trino CLI on catalog hive_prod)
 
 `up` prints what it starts and how long each health check took (progress on stderr, results on
 stdout); `status` shows each process's health, port, pid and memory; `open` the UIs and their
@@ -39,6 +40,7 @@ from scripts.devstack.env import (
     HIVE_METASTORE,
     LOOPBACK,
     SERVICE_NAMES,
+    TRINO,
     StackError,
     alert_receiver_used,
     alerts_file,
@@ -75,6 +77,15 @@ from scripts.devstack.services import (
     write_mlflow_auth_ini,
     write_s3_identities,
     write_seaweedfs_security,
+)
+from scripts.devstack.trino import (
+    TRINO_USER,
+    cli_argv,
+    trino_health,
+    trino_problem,
+    trino_service,
+    trino_url,
+    write_trino_config,
 )
 
 POLL_SECONDS = 0.5
@@ -161,6 +172,28 @@ def _up_hive_metastore(env: dict) -> str:
         state = "started"
     _wait(env, [svc.name], lambda: hive_metastore_health(env), "the Hive metastore", _timeout(240))
     return state
+
+
+def _up_trino(env: dict) -> str:
+    """Trino over hive_prod; healthy once it answers a query through that catalog (~20-40 s)."""
+    svc = trino_service(env)
+    state = "already running"
+    if read_pid(env, svc.name) is None:
+        write_trino_config(env)
+        progress(f"{svc.name}: starting Trino on {trino_url(env)} with Java {env['TRINO_JAVA_HOME']} "
+                 f"(log: {log_path(env, svc.name)})")
+        start_service(env, svc)
+        state = "started"
+    _wait(env, [svc.name], lambda: trino_health(env), "Trino", _timeout(180))
+    return state
+
+
+def _trino_off_line(env: dict) -> str | None:
+    """Why `up` left Trino out, when it did (TRINO=off, no JDK 24+, not installed, jdbc catalog)."""
+    if env.get("TRINO", "on").strip().lower() in ("off", "0", "false", "no"):
+        return "trino: off (TRINO=off); `make sql` and the demo's Trino query are unavailable"
+    problem = trino_problem(env)
+    return f"trino: unavailable, {problem}; the rest of the stack runs without it" if problem else None
 
 
 def _up_mlflow(env: dict) -> str:
@@ -281,6 +314,9 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
     if HIVE_METASTORE in services:
         lines.append(f"Iceberg catalog {env['ICEBERG_CATALOG']}: Hive metastore {env['ICEBERG_CATALOG_URI']}, "
                      f"tables under {env['ICEBERG_WAREHOUSE']}")
+    if TRINO in services:
+        lines.append(f"Trino: {trino_url(env)}  catalog {env['ICEBERG_CATALOG']}, schema {env['ICEBERG_NAMESPACE']} "
+                     f"(user {TRINO_USER}, no password; `make sql` opens its CLI)")
     if "mlflow" in services:
         lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}"
                      + (f"  ({_mlflow_login_note(env)})" if mlflow_auth_on(env) else ""))
@@ -304,7 +340,9 @@ def cmd_up(env: dict, services: list[str] | None = None) -> int:
         os.chmod(d, 0o700)
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
-    for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore),
+    if TRINO in parse_services(os.environ.get("LAKEHOUSE_SERVICES")) and (line := _trino_off_line(env)):
+        print(line, flush=True)
+    for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore), (TRINO, _up_trino),
                       ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
         if label not in services:
             continue
@@ -350,9 +388,9 @@ def cmd_down(env: dict) -> int:
         return 0
     t0 = time.monotonic()
     stopped = []
-    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, the catalog, storage last.
+    # Airflow first (its tasks may still write to MLflow/S3), then MLflow, Trino, the catalog, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
-                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], [HIVE_METASTORE], ["seaweedfs"]):
+                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], [TRINO], [HIVE_METASTORE], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -360,12 +398,14 @@ def cmd_down(env: dict) -> int:
 
 
 def cmd_status(env: dict) -> int:
-    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False}
+    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False, TRINO: False}
     pids = {svc.name: read_pid(env, svc.name) for svc in all_services(env)}
     if pids["seaweedfs"]:
         health["seaweedfs"] = seaweedfs_health(env)[0]
     if pids.get(HIVE_METASTORE):
         health[HIVE_METASTORE] = hive_metastore_health(env)[0]
+    if pids.get(TRINO):
+        health[TRINO] = trino_health(env)[0]
     if pids["mlflow"]:
         health["mlflow"] = mlflow_health(env)[0]
     if ALERT_RECEIVER in pids:
@@ -374,7 +414,7 @@ def cmd_status(env: dict) -> int:
     for c in AIRFLOW_COMPONENTS:
         health[f"airflow-{c}"] = bool(comps.get(c)) and pids[f"airflow-{c}"] is not None
     ports = {"seaweedfs": env["SEAWEEDFS_S3_PORT"], "mlflow": env["MLFLOW_PORT"],
-             HIVE_METASTORE: env["HIVE_METASTORE_PORT"],
+             HIVE_METASTORE: env["HIVE_METASTORE_PORT"], TRINO: env["TRINO_PORT"],
              "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
@@ -400,6 +440,8 @@ def cmd_open(env: dict) -> int:
     print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "
           f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})")
     print(_filer_line(env))
+    if read_pid(env, TRINO) is not None:
+        print(f"Trino         : {trino_url(env)}  (catalog {env['ICEBERG_CATALOG']}, user {TRINO_USER}; `make sql`)")
     reports = Path(env["LAKEHOUSE_HOME"]) / "reports"
     if reports.is_dir():
         print(f"Morning reports: {reports}/<trade date>.html")
@@ -450,6 +492,18 @@ def cmd_logs(env: dict, argv: list[str]) -> int:
         return 0
 
 
+def cmd_sql(env: dict, argv: list[str]) -> int:
+    """The Trino CLI on the stack's Trino (`make sql`); extra arguments go to the CLI."""
+    if read_pid(env, TRINO) is None:
+        reason = _trino_off_line(env) or "trino: not running (start it with `make up`)"
+        print(f"stack.py sql: {reason}", file=sys.stderr)
+        return 1
+    try:
+        return subprocess.call(cli_argv(env, *argv), env=process_env(env))
+    except KeyboardInterrupt:
+        return 130
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
@@ -475,7 +529,8 @@ def cmd_run(env: dict, argv: list[str]) -> int:
         return 130
 
 
-USAGE = "usage: stack.py {up|down|status|env|open|logs [SERVICE]|run -- CMD...|stop SERVICE...|start SERVICE...}"
+USAGE = ("usage: stack.py {up|down|status|env|open|logs [SERVICE]|sql [CLI ARGS]|run -- CMD...|"
+         "stop SERVICE...|start SERVICE...}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env, "open": cmd_open}
-    with_names = {"start": cmd_start, "stop": cmd_stop, "logs": cmd_logs}
+    with_names = {"start": cmd_start, "stop": cmd_stop, "logs": cmd_logs, "sql": cmd_sql}
     if command not in commands and command not in with_names and command != "run":
         print(USAGE, file=sys.stderr)
         return 2

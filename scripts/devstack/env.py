@@ -39,11 +39,14 @@ AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The services `up`, `start` and `stop` know, in start order (storage first). The Hive metastore
 # runs only with LAKEHOUSE_CATALOG=hive (see catalog_services).
 HIVE_METASTORE = "hive-metastore"
-SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, "mlflow", "airflow")
+# Trino (scripts/devstack/trino.py) reads hive_prod; it runs when TRINO is not off and it can (trino_on).
+TRINO = "trino"
+SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", "airflow")
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
 HIVE_METASTORE_DEFAULT_PORT = 9083
+TRINO_DEFAULT_PORT = 8095
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
 
 
@@ -70,8 +73,12 @@ def mlflow_auth_ini(env: dict) -> Path:
 
 
 def catalog_services(env: dict) -> tuple[str, ...]:
-    """SERVICE_NAMES this catalog choice runs: the metastore only behind the hive catalog."""
-    return tuple(n for n in SERVICE_NAMES if n != HIVE_METASTORE or env.get("LAKEHOUSE_CATALOG") == "hive")
+    """SERVICE_NAMES this configuration runs: the metastore only behind the hive catalog, Trino when on."""
+    from scripts.devstack.trino import trino_on
+
+    hive = env.get("LAKEHOUSE_CATALOG") == "hive"
+    return tuple(n for n in SERVICE_NAMES
+                 if (n != HIVE_METASTORE or hive) and (n != TRINO or trino_on(env)))
 
 
 def alert_receiver_url(env: dict) -> str:
@@ -214,6 +221,9 @@ def _storage_defaults(v: dict[str, str], home: Path) -> None:
         v["PYSPARK_PYTHON"] = str(JOBS_VENV / "bin" / "python")
     if not v.get("JAVA_HOME"):
         v["JAVA_HOME"] = os.environ.get("JAVA_HOME") or _detect_java_home()
+    from scripts.devstack.trino import trino_java_home
+
+    v["TRINO_JAVA_HOME"] = trino_java_home(v.get("TRINO_JAVA_HOME") or "")
 
 
 def _port_defaults(v: dict[str, str]) -> None:
@@ -226,6 +236,7 @@ def _port_defaults(v: dict[str, str]) -> None:
         if name not in FIXED_GRPC and not v.get(grpc_var(name)):
             v[grpc_var(name)] = str(int(v[var]) + GRPC_OFFSET)
     v.setdefault("SEAWEEDFS_ICEBERG_PORT", "0")
+    v["TRINO_PORT"] = v.get("TRINO_PORT") or str(TRINO_DEFAULT_PORT)
     v["ALERT_RECEIVER_PORT"] = v.get("ALERT_RECEIVER_PORT") or str(ALERT_RECEIVER_DEFAULT_PORT)
     for key in [k for k in v if k.endswith("_PORT")]:
         if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key not in OPTIONAL_PORTS):

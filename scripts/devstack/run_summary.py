@@ -1,7 +1,8 @@
 """What the runs of a demo (or any session) did: every run touched, its links, local reports, alerts.
 
 `make demo` prints this at the end; the figures per date come from the MLflow parent and stage runs,
-the report copies from the parent run's artifacts, the alerts from the local receiver.
+the report copies from the parent run's artifacts, the alerts from the local receiver, and the rows
+per table per date of silver, gold and features from one query answered by the embedded Trino.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from scripts.devstack.alert_receiver import read_alerts
 from scripts.devstack.env import alert_receiver_used, alerts_file
 from scripts.devstack.health import password_file, s3_client
 from scripts.devstack.progress import duration, parse_time, run_seconds
+from scripts.devstack.trino import demo_query, format_demo_query
 
 # The DAGs whose runs the summary lists (the demo's own, the retraining they trigger, and any other).
 SUMMARY_DAGS = (ML_PIPELINE, ML_RETRAINING)
@@ -200,7 +202,7 @@ def collect_summary(env: dict, runs: dict[str, str], touched: list[dict] | None 
     import mlflow
     from mlflow import MlflowClient
 
-    from jobs.contract import ALL_TABLES, CHAMPION
+    from jobs.contract import ALL_TABLES, CHAMPION, FEATURES, GOLD, SILVER
     from jobs.lakehouse.settings import Settings
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -224,6 +226,7 @@ def collect_summary(env: dict, runs: dict[str, str], touched: list[dict] | None 
             tables[name] = {"rows": int(snap.summary.get("total-records", 0)) if snap else 0,
                             "snapshot_id": snap.snapshot_id if snap else None}
     summary["tables"] = tables
+    summary["trino"] = demo_query(env, [t for t in (SILVER, GOLD, FEATURES) if t in tables])
     listing = s3_client(env).list_objects_v2(Bucket=env.get("S3_BUCKET", "lakehouse"), Prefix="mlflow/")
     summary["s3_mlflow_objects"] = listing.get("KeyCount", 0)
     summary["runs"] = link_runs(env, client, summary["experiment_id"], touched or [])
@@ -306,6 +309,8 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
     lines.append("Iceberg tables (rows in current snapshot):")
     for name, t in summary["tables"].items():
         lines.append(f"  {name:<28}{t['rows']:>12,}  snapshot {t['snapshot_id']}")
+    if summary.get("trino"):
+        lines.extend(format_demo_query(env, summary["trino"]))
     lines.append(f"MLflow artifacts in SeaweedFS s3://{env.get('S3_BUCKET', 'lakehouse')}/mlflow/: "
                  f"{summary['s3_mlflow_objects']} objects")
     exp = summary.get("experiment_id")

@@ -1,8 +1,8 @@
 """What runs: the command line, folder, ports and environment of each service.
 
 SeaweedFS (`weed mini`: master, volume, filer, S3), the Hive metastore of catalog hive_prod
-(LAKEHOUSE_CATALOG=hive), the MLflow server and Airflow's four components, all from the project's
-virtual environments and bound to 127.0.0.1.
+(LAKEHOUSE_CATALOG=hive), Trino over it (scripts/devstack/trino.py), the MLflow server and Airflow's
+four components, all from the project's virtual environments and bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from scripts.devstack.env import (
     REPO,
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
+    TRINO,
     StackError,
     alert_receiver_used,
     alerts_file,
@@ -36,6 +37,7 @@ from scripts.devstack.env import (
     seaweedfs_internal_auth_on,
 )
 from scripts.devstack.processes import Service, dirs
+from scripts.devstack.trino import trino_service
 
 
 def _socket_path(env: dict, name: str) -> str:
@@ -302,8 +304,10 @@ def alert_receiver_service(env: dict) -> Service:
 def all_services(env: dict) -> list[Service]:
     """Every process the stack may run, in start order (the receiver only when alerts go to it)."""
     receiver = [alert_receiver_service(env)] if alert_receiver_used(env) else []
-    metastore = [hive_metastore_service(env)] if HIVE_METASTORE in catalog_services(env) else []
-    return [seaweedfs_service(env), *metastore, mlflow_service(env), *receiver, *airflow_services(env)]
+    running = catalog_services(env)
+    metastore = [hive_metastore_service(env)] if HIVE_METASTORE in running else []
+    trino = [trino_service(env)] if TRINO in running else []
+    return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *receiver, *airflow_services(env)]
 
 
 def parse_services(names: list[str] | str | None) -> list[str]:
