@@ -237,13 +237,14 @@ def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, clien
     assert len(candidates) == int(run.data.metrics["candidates"]) >= 3
     assert run.data.metrics["val_auc"] == max(c.data.metrics["val_auc"] for c in candidates)
     snapshot = champion.tags["features_snapshot_id"]
+    settings = Settings.from_env()
+    assert settings.catalog == "hive_prod"  # the stack's default catalog, as in the user's lakehouse
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
-    assert set(inputs) == {f"local.option_ticks_db.features_option_bars@{snapshot}:training",
-                           f"local.option_ticks_db.features_option_bars@{snapshot}:holdout"}
+    assert set(inputs) == {f"{settings.table(FEATURES)}@{snapshot}:training",
+                           f"{settings.table(FEATURES)}@{snapshot}:holdout"}
     tag = champion.tags[contract.VERSION_TAG_FEATURES_REF]  # the Iceberg tag that keeps the snapshot past expiry
     assert tag == contract.model_snapshot_tag(champion.version)
     assert f"VERSION AS OF '{tag}'" in champion.tags["training_sql"]
-    settings = Settings.from_env()
     refs = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{FEATURES}").refs()
     assert refs[tag].snapshot_ref_type == "tag" and refs[tag].snapshot_id == int(snapshot)
 
