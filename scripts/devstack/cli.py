@@ -84,6 +84,7 @@ from scripts.devstack.trino import (
     trino_health,
     trino_problem,
     trino_service,
+    trino_switched_off,
     trino_url,
     write_trino_config,
 )
@@ -190,7 +191,7 @@ def _up_trino(env: dict) -> str:
 
 def _trino_off_line(env: dict) -> str | None:
     """Why `up` left Trino out, when it did (TRINO=off, no JDK 24+, not installed, jdbc catalog)."""
-    if env.get("TRINO", "on").strip().lower() in ("off", "0", "false", "no"):
+    if trino_switched_off(env):
         return "trino: off (TRINO=off); `make sql` and the demo's Trino query are unavailable"
     problem = trino_problem(env)
     return f"trino: unavailable, {problem}; the rest of the stack runs without it" if problem else None

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from jobs.contract import is_on
 from scripts.devstack.env import LOOPBACK, REPO, TRINO, StackError
 from scripts.devstack.processes import Service, dirs
 
@@ -71,9 +72,13 @@ def trino_problem(env: dict) -> str | None:
     return None
 
 
+def trino_switched_off(env: dict) -> bool:
+    return not is_on(env.get("TRINO"), True)
+
+
 def trino_on(env: dict) -> bool:
     """TRINO=off never runs it; on or empty runs it whenever trino_problem finds nothing."""
-    return env.get("TRINO", "on").strip().lower() not in ("off", "0", "false", "no") and trino_problem(env) is None
+    return not trino_switched_off(env) and trino_problem(env) is None
 
 
 def trino_url(env: dict) -> str:
@@ -209,7 +214,7 @@ def demo_query(env: dict, tables: list[str] | tuple[str, ...]) -> dict:
     """Rows per table per trade date, answered by Trino: {"sql", "rows", "seconds"}, {"off"} or {"error"}."""
     from scripts.devstack.processes import read_pid
 
-    if env.get("TRINO", "on").strip().lower() in ("off", "0", "false", "no"):
+    if trino_switched_off(env):
         return {"off": "TRINO=off"}
     problem = trino_problem(env)
     if problem or read_pid(env, TRINO) is None:
