@@ -38,6 +38,7 @@ from scripts.devstack.env import (
 )
 from scripts.devstack.processes import Service, dirs
 from scripts.devstack.trino import trino_service
+from scripts.mlflow_auth import write_private
 
 
 def _socket_path(env: dict, name: str) -> str:
@@ -94,12 +95,7 @@ def write_s3_identities(env: dict) -> Path:
         "credentials": [{"accessKey": env["AWS_ACCESS_KEY_ID"], "secretKey": env["AWS_SECRET_ACCESS_KEY"]}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(config, fh, indent=2)
-    os.chmod(path, 0o600)
-    return path
+    return write_private(path, json.dumps(config, indent=2))
 
 
 SEAWEEDFS_JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
@@ -110,14 +106,6 @@ SEAWEEDFS_GRPC_SECTIONS = ("grpc.master", "grpc.volume", "grpc.filer", "grpc.s3"
 
 def seaweedfs_tls_dir(env: dict) -> Path:
     return dirs(env)["seaweedfs"] / "tls"
-
-
-def _private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
 
 
 def write_seaweedfs_tls(env: dict) -> dict[str, Path]:
@@ -151,11 +139,12 @@ def write_seaweedfs_tls(env: dict) -> dict[str, Path]:
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
     d = seaweedfs_tls_dir(env)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = {"ca": d / "ca.crt", "cert": d / "node.crt", "key": d / "node.key"}
-    _private(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
-    _private(paths["cert"], node.public_bytes(serialization.Encoding.PEM))
-    _private(paths["key"], node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    write_private(paths["ca"], ca.public_bytes(serialization.Encoding.PEM).decode())
+    write_private(paths["cert"], node.public_bytes(serialization.Encoding.PEM).decode())
+    write_private(paths["key"], node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()).decode())
     return paths
 
 
@@ -182,8 +171,7 @@ def write_seaweedfs_security(env: dict) -> Path | None:
     body += "".join(f'[{section}]\ncert = "{tls["cert"]}"\nkey = "{tls["key"]}"\n\n'
                     for section in SEAWEEDFS_GRPC_SECTIONS)
     body += f'[https.master]\ncert = "{tls["cert"]}"\nkey = "{tls["key"]}"\nca = "{tls["ca"]}"\n'
-    _private(path, body.encode())
-    return path
+    return write_private(path, body)
 
 
 def _pyspark_jars() -> Path:
@@ -211,12 +199,8 @@ def write_hive_site(env: dict) -> Path:
         "derby.stream.error.file": str(d / "derby.log"),
     }
     body = "".join(f"  <property><name>{k}</name><value>{escape(v)}</value></property>\n" for k, v in conf.items())
-    path = d / "conf" / "hive-site.xml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n')
-    return path
+    xml = f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
+    return write_private(d / "conf" / "hive-site.xml", xml)
 
 
 def hive_metastore_service(env: dict) -> Service:
@@ -267,7 +251,7 @@ def write_mlflow_auth_ini(env: dict) -> Path | None:
         path.unlink(missing_ok=True)
         return None
     database = f"sqlite:///{dirs(env)['mlflow'] / 'basic_auth.db'}"
-    return mlflow_auth.write_private(path, mlflow_auth.render_ini(
+    return write_private(path, mlflow_auth.render_ini(
         env["MLFLOW_ADMIN_USER"], env["MLFLOW_ADMIN_PASSWORD"], database))
 
 
