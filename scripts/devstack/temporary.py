@@ -73,14 +73,19 @@ class Stack:
     probe_keys: tuple[str, ...] = ()   # what the probe DAG's task reports from its environment
 
     @property
+    def started_services(self) -> list[str]:
+        """The services `up` brought up healthy, in start order (its `<name>: ... (healthy, N s)` lines)."""
+        return [line.split(":")[0] for line in self.up_output.splitlines() if "(healthy," in line]
+
+    @property
     def listening_ports(self) -> dict[str, int]:
         """Every port the stack opens, including the admin gRPC port derived from the admin one.
 
         The metastore's and Trino's only when `up` started them: the catalog choice and the machine
         (a Java 24+ JDK for Trino) decide that, not the test.
         """
-        started = {line.split(":")[0] for line in self.up_output.splitlines() if "(healthy," in line}
-        ports = {k: v for k, v in self.ports.items() if OPTIONAL_SERVICE_PORTS.get(k, "") in ("", *started)}
+        started = ("", *self.started_services)
+        ports = {k: v for k, v in self.ports.items() if OPTIONAL_SERVICE_PORTS.get(k, "") in started}
         return {**ports, f"SEAWEEDFS_ADMIN_PORT+{GRPC_OFFSET}": self.ports["SEAWEEDFS_ADMIN_PORT"] + GRPC_OFFSET}
 
     def cli(self, *args: str, timeout: float = 300, env_overrides: dict[str, str] | None = None
