@@ -113,7 +113,10 @@ def maintain_table(spark, settings: Settings, name: str, policy: Policy,
     figures["deleted_manifest_lists"] = int(expired["deleted_manifest_lists_count"])
 
     orphan_cutoff = timestamp_literal(now() - dt.timedelta(hours=policy.orphan_min_age_hours), settings.timezone)
-    orphans = spark.sql(f"{call}.remove_orphan_files(table => '{ident}', older_than => {orphan_cutoff})").collect()
+    # prefix_listing: list the table's folder through its own FileIO (S3FileIO on an S3 warehouse),
+    # not a Hadoop FileSystem, which would need fs.s3a.* settings of its own to reach the same bucket.
+    orphans = spark.sql(f"{call}.remove_orphan_files(table => '{ident}', older_than => {orphan_cutoff}, "
+                        "prefix_listing => true)").collect()
     figures["orphan_files_removed"] = len(orphans)
     figures.update(table_footprint(spark, table).as_metrics("after"))
     return figures

@@ -13,10 +13,10 @@ from jobs import contract
 from scripts.devstack.env import REPO
 from scripts.devstack.temporary import Stack
 
-# The drills' catalog. jdbc (SQLite, tables in a local folder) until the atomic-write drill can read
-# its half-written files and age them for remove_orphan_files on S3 too; FAULTS_CATALOG=hive runs
-# the drills on hive_prod and SeaweedFS S3 (make test-faults FAULTS_CATALOG=hive).
-CATALOG = os.environ.get("FAULTS_CATALOG", "jdbc")
+# The drills' catalog: hive (hive_prod in the Hive metastore, tables on SeaweedFS S3), as the
+# embedded stack and the user's lakehouse run; FAULTS_CATALOG=jdbc runs them on the lightest
+# setup (SQLite catalog, tables in a local folder).
+CATALOG = os.environ.get("FAULTS_CATALOG", "hive")
 SERVICES = "seaweedfs,hive-metastore,mlflow" if CATALOG == "hive" else "seaweedfs,mlflow"
 # Short waits between dependency probes keep the drills quick; the bound is still exercised.
 DEPENDENCY_SETTINGS = {"DEPENDENCY_RETRIES": "3", "DEPENDENCY_BACKOFF_SECONDS": "0.5"}
@@ -52,10 +52,11 @@ class Finished:
 
 def stage_command(env: dict[str, str], stage: str, trade_date: dt.date, parent_run_id: str | None = None,
                   airflow_run_id: str | None = None, try_number: int | None = None,
-                  conf: dict[str, str] | None = None) -> list[str]:
+                  conf: dict[str, str] | None = None, application: str | None = None) -> list[str]:
     """spark-submit of jobs/stages/<stage>.py with the arguments the DAG renders (STAGE_ARGS).
 
-    ``conf`` overrides Spark settings (a test that removes a protection to see its check fail).
+    ``conf`` overrides Spark settings (a test that removes a protection to see its check fail);
+    ``application`` is a job outside jobs/stages (ops/iceberg_maintenance.py).
     """
     python, master = env["PYSPARK_PYTHON"], env.get("SPARK_MASTER") or "local[2]"
     argv = [env["SPARK_SUBMIT_BINARY"], "--master", master,
@@ -66,7 +67,7 @@ def stage_command(env: dict[str, str], stage: str, trade_date: dt.date, parent_r
         argv += ["--conf", f"{key}={value}"]
     if env.get("SPARK_JARS"):
         argv += ["--jars", env["SPARK_JARS"]]
-    argv += [str(REPO / "jobs" / "stages" / f"{stage}.py"), "--trade-date", trade_date.isoformat()]
+    argv += [str(REPO / "jobs" / (application or f"stages/{stage}.py")), "--trade-date", trade_date.isoformat()]
     if parent_run_id:
         argv += ["--parent-run-id", parent_run_id, "--dag-id", "ml_pipeline", "--run-id", airflow_run_id or "",
                  "--task-id", stage, "--try-number", str(try_number or 1)]
@@ -103,14 +104,33 @@ import json, sys
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import spark_session
 spark = spark_session("faults-check", Settings.from_env(), master="local[1]")
-out = [[r.asDict(recursive=True) for r in spark.sql(q).collect()] for q in json.loads(sys.argv[1])]
+jvm, session = spark.sparkContext._jvm, spark._jsparkSession
+
+def remove_orphans(table, older_than_ms):
+    # Iceberg's action: the procedure refuses a cut-off younger than 24 hours. Listed through the
+    # table's FileIO (S3FileIO on the warehouse), as the maintenance job's procedure call does.
+    t = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(session, table)
+    result = (jvm.org.apache.iceberg.spark.actions.SparkActions.get(session).deleteOrphanFiles(t)
+              .olderThan(older_than_ms).usePrefixListing(True).execute())
+    found, it = [], result.orphanFileLocations().iterator()
+    while it.hasNext():
+        found.append({"orphan_file_location": it.next()})
+    return found
+
+out = [remove_orphans(*q[1:]) if isinstance(q, list) else [r.asDict(recursive=True) for r in spark.sql(q).collect()]
+       for q in json.loads(sys.argv[1])]
 print("RESULT " + json.dumps(out, default=str), flush=True)
 spark.stop()
 """
 
 
-def spark_sql(stack: Stack, *statements: str) -> list[list[dict]]:
-    """Rows of each statement, from a Spark session of its own that ends with the call.
+def remove_orphans(table: str, older_than_ms: int) -> list:
+    """A step of spark_sql: Iceberg's delete-orphan-files action with any cut-off (rows: orphan_file_location)."""
+    return ["remove_orphans", table, older_than_ms]
+
+
+def spark_sql(stack: Stack, *statements: str | list) -> list[list[dict]]:
+    """Rows of each statement (SQL, or a remove_orphans step), from a Spark session of its own.
 
     Not a session kept open in the test process: on the embedded SQLite catalog an open Spark
     session keeps a read lock that makes every other process's commit fail (SQLITE_BUSY).
@@ -123,6 +143,65 @@ def spark_sql(stack: Stack, *statements: str) -> list[list[dict]]:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"Spark check failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def table_files(env: dict[str, str], location: str, folder: str, suffix: str) -> set[str]:
+    """Files under a table's ``folder`` (data, metadata) as the storage lists them, committed or not:
+    S3 objects (s3a://bucket/key) or local paths."""
+    if location.startswith(("s3://", "s3a://")):
+        from scripts.devstack.health import s3_client
+
+        scheme, rest = location.split("://", 1)
+        bucket, _, key = rest.partition("/")
+        pages = s3_client(env).get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{key.rstrip('/')}/{folder}/")
+        return {f"{scheme}://{bucket}/{o['Key']}" for page in pages for o in page.get("Contents", [])
+                if o["Key"].endswith(suffix)}
+    return {str(p) for p in (Path(plain_path(location)) / folder).rglob(f"*{suffix}")}
+
+
+# A write of many small data files, one after another: on S3 a file is listed only once complete,
+# and the first ones are there seconds before the commit (the window the write drills act in).
+TARGET_FILE_BYTES = 1 << 20
+
+
+def rolling_writes(stack: Stack, table: str) -> None:
+    spark_sql(stack, f"ALTER TABLE {table} SET TBLPROPERTIES ('write.target-file-size-bytes' = '{TARGET_FILE_BYTES}')")
+
+
+@dataclass
+class Storage:
+    """What the warehouse holds of a table before a write: its data files and metadata files."""
+
+    env: dict[str, str]
+    location: str
+    data: set[str]
+    metadata: set[str]
+
+    @classmethod
+    def of(cls, env: dict[str, str], location: str) -> Storage:
+        return cls(env, location, table_files(env, location, "data", ".parquet"),
+                   table_files(env, location, "metadata", ".metadata.json"))
+
+    def new_data_files(self) -> set[str]:
+        return table_files(self.env, self.location, "data", ".parquet") - self.data
+
+    def wait_for_uncommitted_write(self, proc: subprocess.Popen, log: Path, what: str) -> None:
+        """Until the running job's write has data files listed and no new metadata file (a commit's
+        first step) is; fails when the job ends first."""
+        def writing_uncommitted():
+            if proc.poll() is not None:
+                raise AssertionError(f"{what} ended (rc {proc.returncode}) before its write was caught:\n"
+                                     + log.read_text(errors="replace")[-3000:])
+            return self.new_data_files() and table_files(
+                self.env, self.location, "metadata", ".metadata.json") == self.metadata
+
+        wait_until(writing_uncommitted, timeout=300, what=f"data files of {what}'s uncommitted write")
+
+
+def plain_path(location: str) -> str:
+    """file:/x, file:///x -> /x; S3 locations unchanged (Spark, pyiceberg and listings spell them alike)."""
+    return location.removeprefix("file:").replace("///", "/") if location.startswith("file:") else location
 
 
 # ------------------------------------------------------------------------------------------ MLflow

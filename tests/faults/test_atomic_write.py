@@ -1,34 +1,38 @@
 """A stage killed in the middle of its Iceberg write: the previous snapshot stays intact and readable,
 the half-written files are orphans no snapshot references, and the retry succeeds.
 
-raw_to_bronze runs under spark-submit in its own process group on 500k ticks, so its final write
-takes about half a second or more. The test waits until that write's data files appear in the
-warehouse while the table's metadata pointer is unchanged, then SIGKILLs the whole group (Python
-driver and JVM).
+raw_to_bronze runs under spark-submit in its own process group on 500k ticks, writing many small
+files (faults_support.rolling_writes). The test waits until data files of the write are listed in
+the warehouse while no new metadata file (the first step of a commit) is, then SIGKILLs the whole
+group (Python driver and JVM).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from faults_support import (
+    CATALOG,
     MEASURED,
     SMALL_DATE,
     SMALL_TICKS,
     Finished,
+    Storage,
     children_of,
     measured,
     new_parent_run,
+    plain_path,
+    remove_orphans,
+    rolling_writes,
     run_stage,
     spark_sql,
     start_stage,
+    table_files,
     wait_until,
 )
 
@@ -42,24 +46,13 @@ class Killed:
     parent_run_id: str
     airflow_run_id: str
     table: str                       # catalog.namespace.table
+    location: str                    # the table's folder: s3a://... or file:...
     snapshot_before: int
     rows_before: int
     files_before: set[str]
-    orphans: set[str]                # data files of the killed write, on disk
+    orphans: set[str]                # data files of the killed write, in the warehouse
     exit_signal: int
     killed_commands: list[str]       # what the process group held when it was killed
-
-
-def _data_files(table_dir: Path) -> set[str]:
-    return {str(p) for p in (table_dir / "data").rglob("*.parquet")}
-
-
-def _metadata_pointer(catalog_db: Path, namespace: str, table: str) -> str:
-    """The table's current metadata file, straight from the SQLite catalog (a commit moves it)."""
-    with contextlib.closing(sqlite3.connect(f"file:{catalog_db}?mode=ro", uri=True, timeout=30)) as con:
-        row = con.execute("SELECT metadata_location FROM iceberg_tables WHERE table_namespace = ? AND table_name = ?",
-                          (namespace, table)).fetchone()
-    return row[0]
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -83,13 +76,9 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def _local(path: str) -> str:
-    return path.removeprefix("file:").replace("///", "/")
-
-
-def _table_state(stack, table: str, *then: str) -> dict:
+def _table_state(stack, table: str, *then) -> dict:
     """What a new Spark reader sees: the current snapshot, rows per trade date, every referenced file
-    (and the rows of the statements in ``then``, run in the same Spark session afterwards)."""
+    (and the rows of the steps in ``then``, run in the same Spark session afterwards)."""
     current, counts, files, *more = spark_sql(
         stack,
         f"SELECT snapshot_id FROM {table}.refs WHERE name = 'main'",
@@ -98,7 +87,7 @@ def _table_state(stack, table: str, *then: str) -> dict:
         *then,
     )
     return {"snapshot_id": current[0]["snapshot_id"], "rows": {r["d"]: r["n"] for r in counts},
-            "referenced": {_local(r["file_path"]) for r in files}, "then": more}
+            "referenced": {plain_path(r["file_path"]) for r in files}, "then": more}
 
 
 @pytest.fixture(scope="session")
@@ -109,38 +98,30 @@ def killed_write(stack, settings, mlflow_outage, client, experiment_id) -> Kille
 
     assert mlflow_outage.up.returncode == 0, "needs the committed Bronze snapshot of the MLflow drill"
     generate(["--dates", BIG_DATE.isoformat(), "--ticks", str(BIG_TICKS), "--out", stack.env["RAW_TICKS_PATH"]])
+    table = settings.table(BRONZE)
+    rolling_writes(stack, table)
     iceberg = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{BRONZE}")
-    table_dir = Path(iceberg.location().removeprefix("file://").removeprefix("file:"))
-    catalog_db = Path(settings.catalog_uri.removeprefix("jdbc:sqlite:"))
     snapshot_before = iceberg.current_snapshot().snapshot_id
     rows_before = iceberg.scan().to_arrow().num_rows
-    files_before = _data_files(table_dir)
-    pointer_before = _metadata_pointer(catalog_db, settings.namespace, BRONZE)
+    storage = Storage.of(stack.env, iceberg.location())
 
     parent, airflow_run = new_parent_run(client, experiment_id, BIG_DATE)
     log = stack.home.parent / f"{STAGE}-killed.log"  # kept with the stack state when a test fails
     proc = start_stage(stack, STAGE, BIG_DATE, log, parent_run_id=parent, airflow_run_id=airflow_run, try_number=1)
     try:
-        def writing_uncommitted():
-            if proc.poll() is not None:
-                raise AssertionError(f"{STAGE} ended (rc {proc.returncode}) before its write was caught:\n"
-                                     + log.read_text(errors="replace")[-3000:])
-            new = _data_files(table_dir) - files_before
-            return new and _metadata_pointer(catalog_db, settings.namespace, BRONZE) == pointer_before
-
         t0 = time.monotonic()
-        wait_until(writing_uncommitted, timeout=300, what="Bronze data files of the uncommitted write")
+        storage.wait_for_uncommitted_write(proc, log, STAGE)
         group = {pid: _command(pid) for pid in _group_members(proc.pid)}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     wait_until(lambda: not _group_members(proc.pid), timeout=30, what="every process of the killed job to exit")
-    orphans = _data_files(table_dir) - files_before
-    MEASURED.append(f"raw_to_bronze {BIG_TICKS:,} ticks: SIGKILL of {len(group)} processes "
+    orphans = storage.new_data_files()
+    MEASURED.append(f"raw_to_bronze {BIG_TICKS:,} ticks ({CATALOG} catalog): SIGKILL of {len(group)} processes "
                     f"({', '.join(sorted(set(group.values())))}) {time.monotonic() - t0:.1f} s after start, "
                     f"{len(orphans)} uncommitted data file(s) left")
-    return Killed(parent, airflow_run, settings.table(BRONZE), snapshot_before, rows_before, files_before,
+    return Killed(parent, airflow_run, table, storage.location, snapshot_before, rows_before, storage.data,
                   orphans, -proc.returncode, sorted(set(group.values())))
 
 
@@ -159,23 +140,17 @@ def after_kill(stack, killed_write) -> dict:
 
 @pytest.fixture(scope="session")
 def after_retry(stack, killed_write, retried_write) -> dict:
-    """The table after the retry, then the orphan clean-up the README documents, run days later.
+    """The table after the retry, then the orphan clean-up, with a cut-off after the retry.
 
-    remove_orphan_files only removes files older than `older_than` (default: 3 days ago; the
-    procedure refuses less than 24 hours), so the killed write's files are dated back 4 days: the
-    same state as a weekly maintenance job finds them in.
+    The maintenance job removes orphans older than ICEBERG_ORPHAN_MIN_AGE_HOURS (the procedure
+    refuses less than 24 hours: a younger file may belong to a write in progress). Nothing else
+    writes here, so Iceberg's action removes them now, through the same prefix listing.
     """
-    aged = time.time() - 4 * 86400
-    orphans_present = {p for p in killed_write.orphans if Path(p).exists()}
-    for p in killed_write.orphans:
-        for f in (Path(p), Path(p).with_name(f".{Path(p).name}.crc")):
-            if f.exists():
-                os.utime(f, (aged, aged))
-    catalog, namespace, name = killed_write.table.split(".")
-    state = _table_state(stack, killed_write.table,
-                         f"CALL {catalog}.system.remove_orphan_files(table => '{namespace}.{name}')",
+    orphans_present = killed_write.orphans & table_files(stack.env, killed_write.location, "data", ".parquet")
+    state = _table_state(stack, killed_write.table, remove_orphans(killed_write.table, int(time.time() * 1000)),
                          f"SELECT count(*) AS n FROM {killed_write.table}")
     state["orphans_present_before_cleanup"] = orphans_present
+    state["data_files_after_cleanup"] = table_files(stack.env, killed_write.location, "data", ".parquet")
     return state
 
 
@@ -229,6 +204,27 @@ def test_remove_orphan_files_cleans_up_after_the_kill(after_retry, killed_write)
     """The maintenance the README documents: the orphans go, the table keeps every row."""
     assert after_retry["orphans_present_before_cleanup"] == killed_write.orphans
     removed, total = after_retry["then"]
-    assert {_local(r["orphan_file_location"]) for r in removed} >= killed_write.orphans
-    assert not any(Path(p).exists() for p in killed_write.orphans)
+    assert {plain_path(r["orphan_file_location"]) for r in removed} >= killed_write.orphans
+    assert not killed_write.orphans & after_retry["data_files_after_cleanup"]
+    assert after_retry["referenced"] <= after_retry["data_files_after_cleanup"]  # no committed file went
     assert total == [{"n": SMALL_TICKS + BIG_TICKS}]
+
+
+@pytest.fixture(scope="session")
+def maintenance(stack, after_retry) -> Finished:
+    """The weekly iceberg_maintenance job on the drill's warehouse, after the clean-up."""
+    from jobs.contract import ICEBERG_MAINTENANCE
+
+    result = run_stage(stack, ICEBERG_MAINTENANCE, BIG_DATE, application="ops/iceberg_maintenance.py")
+    measured(f"iceberg_maintenance ({CATALOG} catalog)", result)
+    return result
+
+
+def test_the_maintenance_job_runs_on_this_warehouse_and_keeps_every_row(maintenance, killed_write, settings):
+    """Compaction, expiry and its own orphan listing (72 h cut-off) work on the drill's storage."""
+    from jobs.contract import BRONZE
+
+    assert maintenance.returncode == 0, maintenance.output[-4000:]
+    assert f"{BRONZE}: snapshots " in maintenance.output, maintenance.output[-4000:]
+    iceberg = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{BRONZE}")
+    assert iceberg.scan().to_arrow().num_rows == SMALL_TICKS + BIG_TICKS

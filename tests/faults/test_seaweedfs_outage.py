@@ -1,14 +1,20 @@
-"""SeaweedFS (MLflow's artifact store) unreachable: model_training fails in bounded time with a
-clear error, its run ends FAILED, no model version is registered; once SeaweedFS is back the retry
-registers exactly one version.
+"""SeaweedFS (MLflow's artifact store, and the warehouse on the hive catalog) unreachable.
 
-Two ways to meet the outage: the stage's own check when it starts (try 1), and an upload through
-MLflow's artifact proxy failing mid-run (try 2, checks switched off with DEPENDENCY_PREFLIGHT=off
-and MLflow's HTTP retry settings left to the code's defaults).
+model_training fails in bounded time with a clear error, its run ends FAILED, no model version is
+registered; once SeaweedFS is back the retry registers exactly one version. Two ways to meet the
+outage: the stage's own check when it starts (try 1), and the work failing mid-run (try 2, checks
+switched off with DEPENDENCY_PREFLIGHT=off and MLflow's HTTP retry settings left to the code's
+defaults): an artifact upload through MLflow's proxy, or on S3 tables the features read.
+
+On the S3 warehouse SeaweedFS also goes away in the middle of a table write: raw_to_bronze fails
+cleanly, Bronze keeps its previous snapshot, and the retry writes the date.
 """
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +25,14 @@ from faults_support import (
     MEASURED,
     MLFLOW_HTTP,
     Finished,
+    Storage,
     children_of,
     measured,
     new_parent_run,
+    rolling_writes,
     run_stage,
     stage_env,
+    start_stage,
 )
 
 TRAIN_DATE = dt.date(2026, 11, 20)
@@ -149,3 +158,105 @@ def test_after_seaweedfs_is_back_the_retry_registers_exactly_one_version(seaweed
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
     assert [(v.status, v.run_id) for v in versions] == [("READY", tries["3"].info.run_id)]
     assert tries["3"].data.tags["model.version"] == versions[0].version
+
+
+# ------------------------------------------------------------------ SeaweedFS gone during a table write
+
+STAGE_WRITE = "raw_to_bronze"
+WRITE_DATE = dt.date(2026, 11, 26)
+WRITE_TICKS = 500_000
+hive_only = pytest.mark.skipif(CATALOG != "hive", reason="on the jdbc catalog the tables live in a local folder")
+
+
+@dataclass
+class WriteOutage:
+    parent_run_id: str
+    snapshot_before: int
+    rows_before: dict[str, int]
+    stop_seconds: float           # `stack.py stop seaweedfs`, from the caught write
+    exit_seconds: float           # from SeaweedFS gone to the stage's exit
+    returncode: int
+    output: str
+    snapshot_after: int           # SeaweedFS back: what a reader sees
+    rows_after: dict[str, int]
+    retry: Finished
+
+
+def _rows_by_date(iceberg) -> dict[str, int]:
+    counts = iceberg.scan(selected_fields=("trade_date",)).to_arrow()["trade_date"].value_counts()
+    return {str(c["values"]): c["counts"] for c in counts.to_pylist()}
+
+
+@pytest.fixture(scope="session")
+def write_outage(stack, settings, client, experiment_id, raw_small) -> WriteOutage:
+    """Stop SeaweedFS once raw_to_bronze's Bronze write has data files but no commit; start it; retry."""
+    from jobs.contract import BRONZE
+    from jobs.synthetic.raw_ticks import main as generate
+
+    bronze = f"{settings.namespace}.{BRONZE}"
+    if not settings.pyiceberg_catalog().table_exists(bronze):  # a committed snapshot to keep
+        assert run_stage(stack, STAGE_WRITE, raw_small).returncode == 0
+    generate(["--dates", WRITE_DATE.isoformat(), "--ticks", str(WRITE_TICKS), "--out", stack.env["RAW_TICKS_PATH"]])
+    rolling_writes(stack, settings.table(BRONZE))
+    iceberg = settings.pyiceberg_catalog().load_table(bronze)
+    snapshot_before, rows_before = iceberg.current_snapshot().snapshot_id, _rows_by_date(iceberg)
+    storage = Storage.of(stack.env, iceberg.location())
+
+    parent, airflow_run = new_parent_run(client, experiment_id, WRITE_DATE)
+    run = dict(parent_run_id=parent, airflow_run_id=airflow_run)
+    log = stack.home.parent / f"{STAGE_WRITE}-s3-outage.log"
+    proc = start_stage(stack, STAGE_WRITE, WRITE_DATE, log, try_number=1, **run)
+    try:
+        storage.wait_for_uncommitted_write(proc, log, STAGE_WRITE)
+        t0 = time.monotonic()
+        stopped = stack.cli("stop", "seaweedfs")
+        assert stopped.returncode == 0, stopped.stderr
+        stop_seconds = time.monotonic() - t0
+        try:
+            proc.wait(timeout=600)
+        finally:
+            exit_seconds = time.monotonic() - t0 - stop_seconds
+            started = stack.cli("start", "seaweedfs")
+            assert started.returncode == 0, started.stdout + started.stderr
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    after = settings.pyiceberg_catalog().load_table(bronze)
+    snapshot_after, rows_after = after.current_snapshot().snapshot_id, _rows_by_date(after)
+    retry = run_stage(stack, STAGE_WRITE, WRITE_DATE, try_number=2, **run)
+    MEASURED.append(f"raw_to_bronze {WRITE_TICKS:,} ticks, SeaweedFS stopped mid-write: stop {stop_seconds:.1f} s, "
+                    f"exit {proc.returncode} {exit_seconds:.1f} s later")
+    measured("raw_to_bronze retry, SeaweedFS back", retry)
+    return WriteOutage(parent, snapshot_before, rows_before, stop_seconds, exit_seconds, proc.returncode,
+                       log.read_text(errors="replace"), snapshot_after, rows_after, retry)
+
+
+@hive_only
+def test_a_write_that_loses_seaweedfs_fails_cleanly_in_bounded_time(write_outage, stack, client, experiment_id):
+    assert write_outage.returncode == 75, write_outage.output[-4000:]
+    assert write_outage.exit_seconds < 180, f"took {write_outage.exit_seconds:.0f} s after SeaweedFS went"
+    run = _tries(client, experiment_id, write_outage.parent_run_id)["1"]
+    assert run.info.status == "FAILED"
+    error = run.data.tags["error"]
+    assert error.startswith(f"DependencyUnavailable: S3 endpoint {stack.env['MLFLOW_S3_ENDPOINT_URL']} unreachable "
+                            "(ConnectionRefusedError); the stage failed with Py4JJavaError"), error[:600]
+
+
+@hive_only
+def test_the_previous_bronze_snapshot_stays_current_and_readable(write_outage):
+    assert write_outage.snapshot_after == write_outage.snapshot_before
+    assert write_outage.rows_after == write_outage.rows_before
+    assert WRITE_DATE.isoformat() not in write_outage.rows_after
+
+
+@hive_only
+def test_the_retry_after_seaweedfs_is_back_writes_the_date(write_outage, settings, client, experiment_id):
+    from jobs.contract import BRONZE
+
+    assert write_outage.retry.returncode == 0, write_outage.retry.output[-3000:]
+    iceberg = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{BRONZE}")
+    assert iceberg.current_snapshot().parent_snapshot_id == write_outage.snapshot_before
+    assert _rows_by_date(iceberg) == {**write_outage.rows_before, WRITE_DATE.isoformat(): WRITE_TICKS}
+    tries = _tries(client, experiment_id, write_outage.parent_run_id)
+    assert {k: r.info.status for k, r in tries.items()} == {"1": "FAILED", "2": "FINISHED"}
