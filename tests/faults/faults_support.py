@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import contract
-from scripts.devstack.env import REPO
+from scripts.devstack.env import REPO, job_services
 from scripts.devstack.temporary import Stack
 
 # The drills' catalog. jdbc (SQLite, tables in a local folder) until the atomic-write drill can read
 # its half-written files and age them for remove_orphan_files on S3 too; FAULTS_CATALOG=hive runs
 # the drills on hive_prod and SeaweedFS S3 (make test-faults FAULTS_CATALOG=hive).
 CATALOG = os.environ.get("FAULTS_CATALOG", "jdbc")
-SERVICES = "seaweedfs,hive-metastore,mlflow" if CATALOG == "hive" else "seaweedfs,mlflow"
+SERVICES = job_services(CATALOG)
 # Short waits between dependency probes keep the drills quick; the bound is still exercised.
 DEPENDENCY_SETTINGS = {"DEPENDENCY_RETRIES": "3", "DEPENDENCY_BACKOFF_SECONDS": "0.5"}
 SMALL_DATE = dt.date(2026, 11, 24)   # a few thousand ticks: the baseline every drill starts from
