@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench
+.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -110,7 +110,7 @@ test-e2e: deps ## End-to-end: the embedded stack runs ml_pipeline through Airflo
 test-security: deps ## Security attempts (issue 14) against one running stack: port scans, anonymous MLflow, link injection, SeaweedFS internals, placeholders, ps, file modes (~3 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/security -q --durations=5 $(PYTEST_ARGS)
 
-test-faults: deps ## Fault drills: MLflow or SeaweedFS down, a Spark job killed mid-write (~5 min)
+test-faults: deps ## Fault drills on hive_prod + SeaweedFS S3: MLflow or SeaweedFS down (also mid-write), a Spark job killed mid-write (~10 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/faults -q $(PYTEST_ARGS)
 
 lock: ## Re-resolve requirements/*.in into the pinned lock files
@@ -120,6 +120,9 @@ lock: ## Re-resolve requirements/*.in into the pinned lock files
 
 bench: deps ## Measure tracking overhead, 10x scaling, Spark vs DuckDB and stack memory -> bench/results.json
 	BENCH_SIZES="$(BENCH_SIZES)" BENCH_REPEATS="$(BENCH_REPEATS)" $(JOBS_VENV)/bin/python -m bench.run
+
+bench-catalog: deps ## Stage times and stack memory of the hive catalog (metastore, S3) vs jdbc (SQLite, folder) -> bench/catalog_cost.json
+	$(JOBS_VENV)/bin/python -m bench.stage_fixed --compare catalog --out bench/catalog_cost.json
 
 clean: down ## Stop services and delete all embedded data (var/stack)
 	rm -rf var/stack

@@ -3,7 +3,8 @@ single-process engine, and how much memory the embedded stack takes, as ratios f
 
 One run on this machine:
 
-1. brings up a private embedded stack (SeaweedFS + MLflow + Airflow) on free 127.0.0.1 ports in a
+1. brings up a private embedded stack (SeaweedFS, the Hive metastore of the default catalog hive_prod,
+   MLflow, Airflow; Trino when the machine runs it) on free 127.0.0.1 ports in a
    temporary LAKEHOUSE_HOME (never the user's var/stack; Airflow gets an empty DAG folder, so it
    idles and schedules nothing), and generates the RAW ticks of each size (one trade date each);
 2. starts one SparkSession (local[*], the embedded run's driver memory and shuffle partitions) and
@@ -79,6 +80,7 @@ from jobs.contract import (  # noqa: E402
     TAG_ROLE,
     TAG_TRADE_DATE,
 )
+from scripts.devstack.env import DEFAULT_CATALOG, job_services  # noqa: E402
 
 TRADE_DATE = dt.date(2026, 3, 3)   # a Tuesday in the past: no tick is later than the ingestion time
 WARMUP_TICKS = 200_000
@@ -215,9 +217,10 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
     log(f"sizes {', '.join(label(n) for n in sizes)}, {repeats} repeats; temporary state in {root}")
     (root / "dags").mkdir()
-    stack_settings = {"LAKEHOUSE_DAGS_FOLDER": str(root / "dags")}
+    # The catalog named explicitly, so the services started (the metastore for hive) match its tables.
+    stack_settings = {"LAKEHOUSE_DAGS_FOLDER": str(root / "dags"), "LAKEHOUSE_CATALOG": DEFAULT_CATALOG}
     if not cfg["airflow"]:
-        stack_settings["LAKEHOUSE_SERVICES"] = "seaweedfs,mlflow"
+        stack_settings["LAKEHOUSE_SERVICES"] = job_services(DEFAULT_CATALOG)
     spark = sampler = None
     started = time.perf_counter()
     try:
@@ -285,9 +288,8 @@ def main() -> int:
                              "ICEBERG_NAMESPACE": "bench_fixed", "RAW_TICKS_PATH": str(root / "raw" / "fixed"),
                              "SPARK_DRIVER_MEMORY": driver_memory}
                 stage_fixed.generate_tiny(fixed_env["RAW_TICKS_PATH"], cfg["fixed_ticks"])
-                fixed = stage_fixed.measure(fixed_env, cfg["fixed_repeats"],
-                                            {"current": stage_fixed.spark_stage_conf(
-                                                st.env.get("SPARK_MASTER") or "local[*]")})["current"]
+                fixed = stage_fixed.measure({"current": (fixed_env, stage_fixed.spark_stage_conf(
+                    st.env.get("SPARK_MASTER") or "local[*]"))}, cfg["fixed_repeats"])["current"]
 
             runs: dict[int, dict[str, list]] = {}
             duck: dict[int, list] = {}
@@ -346,6 +348,7 @@ def main() -> int:
                                                "and pays it per task",
                  "raw_generation_s": {k: round(v, 1) for k, v in gen_seconds.items()},
                  "trade_date": TRADE_DATE.isoformat(),
+                 "catalog": DEFAULT_CATALOG,
                  "spark_driver_memory": driver_memory,
                  "shuffle_partitions": base.shuffle_partitions,
                  "warmup_ticks": WARMUP_TICKS,

@@ -8,12 +8,17 @@ spark_context, iceberg_catalog, work, mlflow_close) and logs them as ``phase.<na
 
 Used by ``bench/run.py`` (the stack it already runs) and standalone to measure a cut, paired:
 ``python -m bench.stage_fixed --compare ui`` runs every stage with the conf before and after the cut,
-alternating within each repeat, on a private SeaweedFS + MLflow stack.
-Knobs: BENCH_FIXED_TICKS (500), BENCH_FIXED_REPEATS (3).
+alternating within each repeat, on a private stack of what the stages reach (``job_services``).
+``--compare catalog`` (issue 13 item 6) prices the default catalog: hive_prod in a Hive metastore
+with tables on SeaweedFS S3 against the SQLite catalog with tables in a local folder, as two stacks up
+at once, so every stage alternates between them on the same machine state; it adds hive/jdbc ratios
+and each stack's resident memory after the runs.
+Knobs: BENCH_FIXED_TICKS (500; e.g. 333000 for a demo-size date), BENCH_FIXED_REPEATS (3).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -38,14 +43,18 @@ from jobs.contract import (  # noqa: E402
     default_jars,
     spark_stage_conf,
 )
+from scripts.devstack.env import DEFAULT_CATALOG, job_services  # noqa: E402
 
 TINY_DATE = dt.date(2026, 3, 4)
-# Paired comparisons of the spark-submit conf (first variant = before): the record behind each conf cut.
+CURRENT = spark_stage_conf("local[*]")
+# Paired comparisons, variant -> (the stack's LAKEHOUSE_CATALOG, spark-submit conf); the first variant
+# is "before". One stack per catalog named here, all up together. The record behind each cut.
 COMPARE = {
-    "ui": {"before": {"spark.ui.showConsoleProgress": "false"},
-           "no_ui_loopback": {**SPARK_STAGE_CONF, **SPARK_LOCAL_DRIVER_CONF},
-           "no_ui_loopback_c1": {**SPARK_STAGE_CONF, **SPARK_LOCAL_DRIVER_CONF,
-                                 "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}},
+    "ui": {"before": (DEFAULT_CATALOG, {"spark.ui.showConsoleProgress": "false"}),
+           "no_ui_loopback": (DEFAULT_CATALOG, {**SPARK_STAGE_CONF, **SPARK_LOCAL_DRIVER_CONF}),
+           "no_ui_loopback_c1": (DEFAULT_CATALOG, {**SPARK_STAGE_CONF, **SPARK_LOCAL_DRIVER_CONF,
+                                                   "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"})},
+    "catalog": {"hive": ("hive", CURRENT), "jdbc": ("jdbc", CURRENT)},
 }
 
 
@@ -99,16 +108,18 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
-def measure(env: dict[str, str], repeats: int, variants: dict[str, dict[str, str]],
+def measure(variants: dict[str, tuple[dict[str, str], dict[str, str]]], repeats: int,
             stages: tuple[str, ...] = STAGES, trade_date: dt.date = TINY_DATE) -> dict[str, dict]:
-    """Every stage ``repeats`` times per variant, variants alternating (ABAB, BABA) against drift."""
+    """Every stage ``repeats`` times per variant (name -> (stage env, conf)), variants alternating
+    (ABAB, BABA) so drift of the machine hits them alike."""
     runs = {v: {s: [] for s in stages} for v in variants}
     names = list(variants)
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for stage in stages:
             for v in order:
-                res = run_stage(stage, env, trade_date, variants[v])
+                env, conf = variants[v]
+                res = run_stage(stage, env, trade_date, conf)
                 runs[v][stage].append(res)
                 log(f"fixed {v} #{r + 1} {stage}: {res['wall']:.1f}s {res['phases']}")
     return {v: summarize(runs[v]) for v in variants}
@@ -119,6 +130,26 @@ def generate_tiny(raw_root: str, ticks: int, trade_date: dt.date = TINY_DATE) ->
                     "--ticks", str(ticks), "--out", raw_root], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
 
 
+def ratios(a: dict, b: dict) -> dict[str, float]:
+    """Median wall of a / b per stage and for the sum of the stages (the whole date's fixed cost)."""
+    out = {st: round(a[st]["median"] / b[st]["median"], 2) for st in a}
+    out["sum_of_stages"] = round(sum(r["median"] for r in a.values()) / sum(r["median"] for r in b.values()), 2)
+    return out
+
+
+def stack_memory(env: dict[str, str]) -> dict:
+    """Resident memory of each running service (its whole process session, as `stack.py status`)."""
+    from scripts.devstack.processes import memory_mb, read_pid
+    from scripts.devstack.services import all_services
+
+    rss, pss = {}, {}
+    for svc in all_services(env):
+        if pid := read_pid(env, svc.name):
+            rss[svc.name], pss[svc.name] = (round(mb, 1) for mb in memory_mb(pid))
+    return {"rss_mb": rss, "pss_mb": pss, "total_rss_mb": round(sum(rss.values()), 1),
+            "total_pss_mb": round(sum(pss.values()), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", choices=sorted(COMPARE), default=None)
@@ -127,17 +158,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ticks = int(os.environ.get("BENCH_FIXED_TICKS") or 500)
     repeats = int(os.environ.get("BENCH_FIXED_REPEATS") or 3)
-    variants = COMPARE[args.compare] if args.compare else {"current": spark_stage_conf("local[*]")}
+    variants = COMPARE[args.compare] if args.compare else {"current": (DEFAULT_CATALOG, CURRENT)}
     from scripts.devstack.temporary import running_stack
 
-    with tempfile.TemporaryDirectory(prefix="lakehouse-fixed-") as tmp, \
-            running_stack(Path(tmp) / "stack", {"LAKEHOUSE_SERVICES": "seaweedfs,mlflow"}) as st:
-        env = {**st.env, "LAKEHOUSE_TRACKING": "on", "QUALITY_GATES": "enforce"}
-        generate_tiny(env["RAW_TICKS_PATH"], ticks)
+    with tempfile.TemporaryDirectory(prefix="lakehouse-fixed-") as tmp, contextlib.ExitStack() as stacks:
+        envs = {}  # catalog -> the env its stack's stages run with
+        for catalog in dict.fromkeys(c for c, _ in variants.values()):
+            settings = {"LAKEHOUSE_CATALOG": catalog, "LAKEHOUSE_SERVICES": job_services(catalog)}
+            st = stacks.enter_context(running_stack(Path(tmp) / catalog, settings))
+            log(f"stack {catalog} up: {', '.join(st.started_services)}")
+            envs[catalog] = {**st.env, "LAKEHOUSE_TRACKING": "on", "QUALITY_GATES": "enforce"}
+            generate_tiny(envs[catalog]["RAW_TICKS_PATH"], ticks)  # deterministic: the same date in each
         load = os.getloadavg()
-        result = measure(env, repeats, variants, tuple(args.stages.split(",")))
+        result = measure({v: (envs[c], conf) for v, (c, conf) in variants.items()}, repeats,
+                         tuple(args.stages.split(",")))
+        memory = {c: stack_memory(env) for c, env in envs.items()}
     report = {"ticks": ticks, "repeats": repeats, "loadavg_start": load, "loadavg_end": os.getloadavg(),
-              "variants": {k: v for k, v in variants.items()}, "results": result}
+              "variants": {v: conf for v, (_, conf) in variants.items()},
+              "catalogs": {v: c for v, (c, _) in variants.items()},
+              "results": result, "stack_memory_after_runs": memory}
+    if args.compare == "catalog":
+        report["ratio_hive_to_jdbc"] = ratios(result["hive"], result["jdbc"])
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

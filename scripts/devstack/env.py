@@ -45,6 +45,7 @@ SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", "airflow")
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
+DEFAULT_CATALOG = "hive"
 HIVE_METASTORE_DEFAULT_PORT = 9083
 TRINO_DEFAULT_PORT = 8095
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
@@ -79,6 +80,13 @@ def catalog_services(env: dict) -> tuple[str, ...]:
     hive = env.get("LAKEHOUSE_CATALOG") == "hive"
     return tuple(n for n in SERVICE_NAMES
                  if (n != HIVE_METASTORE or hive) and (n != TRINO or trino_on(env)))
+
+
+def job_services(catalog: str) -> str:
+    """LAKEHOUSE_SERVICES of a stack that only Spark stages use (bench, fault drills): what the stages
+    reach (storage, the catalog's metastore if any, MLflow), without Airflow and Trino. Derived from
+    catalog_services so the metastore rule lives in one place."""
+    return ",".join(n for n in catalog_services({"LAKEHOUSE_CATALOG": catalog, "TRINO": "off"}) if n != "airflow")
 
 
 def alert_receiver_url(env: dict) -> str:
@@ -185,7 +193,7 @@ def _mlflow_login(v: dict[str, str]) -> None:
 
 def _storage_defaults(v: dict[str, str], home: Path) -> None:
     """The pipeline's storage locations and the binaries Spark runs with."""
-    kind = (v.get("LAKEHOUSE_CATALOG") or "hive").strip().lower()
+    kind = (v.get("LAKEHOUSE_CATALOG") or DEFAULT_CATALOG).strip().lower()
     if kind not in CATALOG_CHOICES:
         raise StackError(f"LAKEHOUSE_CATALOG must be one of {', '.join(CATALOG_CHOICES)}, got {kind!r}")
     v["LAKEHOUSE_CATALOG"] = kind
