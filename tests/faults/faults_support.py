@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import contract
-from scripts.devstack.env import REPO, job_services
+from scripts.devstack.env import DEFAULT_CATALOG, REPO, job_services
 from scripts.devstack.temporary import Stack
 
 # The drills' catalog: hive (hive_prod in the Hive metastore, tables on SeaweedFS S3), as the
 # embedded stack and the user's lakehouse run; FAULTS_CATALOG=jdbc runs them on the lightest
 # setup (SQLite catalog, tables in a local folder).
-CATALOG = os.environ.get("FAULTS_CATALOG", "hive")
+CATALOG = os.environ.get("FAULTS_CATALOG", DEFAULT_CATALOG)
 SERVICES = job_services(CATALOG)
 # Short waits between dependency probes keep the drills quick; the bound is still exercised.
 DEPENDENCY_SETTINGS = {"DEPENDENCY_RETRIES": "3", "DEPENDENCY_BACKOFF_SECONDS": "0.5"}
