@@ -92,7 +92,7 @@ test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests
 test-drills: deps ## The long rerun and backfill drills left out of make test (three reruns, a backfill over every date; ~35 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q -m drill --durations=5 $(PYTEST_ARGS)
 
-test-soak: deps ## The short soak (a few nights with every kind of event); not yet part of make test
+test-soak: deps ## The soak's short calendar on its own stack (make test judges the e2e session by the same rules)
 	$(JOBS_VENV)/bin/python -m pytest tests/soak -q -s $(PYTEST_ARGS)
 
 soak: deps ## A month of nights: ml_pipeline over SOAK_DAYS days (holiday, late/missing RAW, MLflow outage, rerun, backfill, maintenance)

@@ -1,4 +1,4 @@
-"""What `make soak` (and the short soak in `make test`) runs: the nights, their events, the knobs.
+"""What `make soak` and `make test-soak` run: the nights, their events, the knobs.
 
 The soak itself is tests/soak/test_soak.py (a temporary stack, the real scheduler); this module
 keeps its plan where the configuration lives, so the SOAK_* knobs of .env.example are read here.

@@ -241,14 +241,23 @@ def stop_services(env: dict, names: list[str], grace: float = STOP_GRACE_SECONDS
 
 def memory_mb(pid: int) -> tuple[float, float]:
     """(RSS, PSS) in MiB of a service's whole session; PSS does not double-count forked workers."""
-    rss = pss = 0
+    rss, pss = smaps_mb(pid, "Rss", "Pss")
+    return rss, pss
+
+
+def smaps_mb(pid: int, *fields: str) -> tuple[float, ...]:
+    """Sums of /proc/<pid>/smaps_rollup ``fields`` (Rss, Pss, Pss_Anon, ...) in MiB over the service's session.
+
+    Pss_Anon is the heap a leak grows; Pss also holds file pages (a binary's or jar's code, read
+    in as it is first used), which the kernel can drop and which only grow until warm.
+    """
+    totals = dict.fromkeys(fields, 0)
     for member in session_members(pid):
         try:
             for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
+                name, _, value = line.partition(":")
+                if name in totals:
+                    totals[name] += int(value.split()[0])
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
-    return rss / 1024, pss / 1024
+    return tuple(totals[f] / 1024 for f in fields)

@@ -18,9 +18,11 @@ from e2e_support import (
     MESSY_DATE,
     MISSING_DATE,
     RAW_DELIVERY_BY,
+    RETAIN_LAST,
     TICKS_PER_DATE,
     WebhookReceiver,
 )
+from nights_support import memory
 
 from scripts.devstack.temporary import Stack, running_stack
 
@@ -34,6 +36,14 @@ class PipelineSession:
     webhook: WebhookReceiver | None = None
     retraining: dict[str, str] = field(default_factory=dict)  # run id -> final state
     messy: dict = field(default_factory=dict)  # what the messy delivery must produce
+    memory: dict = field(default_factory=dict)  # services' PSS once the first nights ran (test_month_of_nights)
+
+
+LAST_MODULE = "test_month_of_nights.py"  # judges every run the session made, so it runs after them all
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name == LAST_MODULE)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +60,8 @@ def pipeline(request) -> PipelineSession:
         "RAW_DELIVERY_TIMEOUT": RAW_DELIVERY_BY,
         "SPARK_DRIVER_MEMORY": "1g",
         "SPARK_SQL_SHUFFLE_PARTITIONS": "4",
+        # The session's one iceberg_maintenance run (test_month_of_nights) expires all it may.
+        "ICEBERG_SNAPSHOT_MAX_AGE_DAYS": "0", "ICEBERG_SNAPSHOT_RETAIN_LAST": str(RETAIN_LAST),
     }
     with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
         saved = dict(os.environ)
@@ -74,6 +86,7 @@ def pipeline(request) -> PipelineSession:
             if retraining:
                 ids = {r["dag_run_id"]: r["dag_run_id"] for r in retraining}
                 session.retraining = airflow.wait(ids, timeout=900, dag_id="ml_retraining")
+            session.memory = memory()
             yield session
         finally:
             os.environ.clear()

@@ -16,6 +16,7 @@ TICKS_PER_DATE = 40_000
 # 02:00 and 07:00 Seoul time, the scheduler makes that night's real run (no RAW here) and, with 07:00,
 # it would hold ml_pipeline's one run slot for hours; with 02:05 it fails (and pages) at once.
 RAW_DELIVERY_BY = "02:05"
+RETAIN_LAST = 2  # ICEBERG_SNAPSHOT_RETAIN_LAST of the session's stack
 
 
 class WebhookReceiver:
@@ -45,3 +46,47 @@ class WebhookReceiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+RETRAIN = """
+import datetime as dt, json, sys
+from jobs.lakehouse.registry import load_training_frame
+from jobs.lakehouse.settings import Settings
+from jobs.lakehouse.tables import spark_session
+from jobs.ml.modeling import evaluate, time_split, train_classifier
+
+params = json.loads(sys.argv[1])
+settings = Settings.from_env()
+spark = spark_session("e2e-retrain", settings, master="local[2]")
+frame = load_training_frame(spark, settings, int(params["features_snapshot_id"]),
+                            dt.date.fromisoformat(params["trade_date"]), int(params["lookback_days"]))
+spark.stop()
+split = time_split(frame, float(params["holdout_fraction"]))
+metrics = evaluate(train_classifier(split.train, json.loads(params["best_params"])), split.holdout)
+print(json.dumps({"rows": len(frame), **metrics}))
+"""
+
+
+def assert_champion_retrains_to_its_metrics(client) -> None:
+    """Refit the champion from the features snapshot its run logged: the same rows, the same metrics.
+
+    Runs in its own process, as a data scientist's notebook would: its JVM and catalog
+    connections end with it.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
+    run = client.get_run(champion.run_id)
+    out = subprocess.run([sys.executable, "-c", RETRAIN, json.dumps(run.data.params)], env=os.environ.copy(),
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert int(run.data.metrics["rows_in"]) == metrics["rows"]
+    for name in ("auc", "accuracy", "f1", "log_loss"):
+        assert metrics[name] == pytest.approx(run.data.metrics[name], abs=1e-9), name

@@ -21,7 +21,15 @@ from zoneinfo import ZoneInfo
 import mlflow
 import pytest
 from browser import ARTIFACTS, chromium
-from e2e_support import DRIFT_DATE, GOOD_DATES, MESSY_DATE, MISSING_DATE, RAW_DELIVERY_BY, TICKS_PER_DATE
+from e2e_support import (
+    DRIFT_DATE,
+    GOOD_DATES,
+    MESSY_DATE,
+    MISSING_DATE,
+    RAW_DELIVERY_BY,
+    TICKS_PER_DATE,
+    assert_champion_retrains_to_its_metrics,
+)
 from mlflow import MlflowClient
 
 from jobs import contract
@@ -249,42 +257,13 @@ def test_training_sweep_is_nested_and_lineage_names_the_snapshot(pipeline, clien
     assert refs[tag].snapshot_ref_type == "tag" and refs[tag].snapshot_id == int(snapshot)
 
 
-RETRAIN = """
-import datetime as dt, json, sys
-from jobs.lakehouse.registry import load_training_frame
-from jobs.lakehouse.settings import Settings
-from jobs.lakehouse.tables import spark_session
-from jobs.ml.modeling import evaluate, time_split, train_classifier
-
-params = json.loads(sys.argv[1])
-settings = Settings.from_env()
-spark = spark_session("e2e-retrain", settings, master="local[2]")
-frame = load_training_frame(spark, settings, int(params["features_snapshot_id"]),
-                            dt.date.fromisoformat(params["trade_date"]), int(params["lookback_days"]))
-spark.stop()
-split = time_split(frame, float(params["holdout_fraction"]))
-metrics = evaluate(train_classifier(split.train, json.loads(params["best_params"])), split.holdout)
-print(json.dumps({"rows": len(frame), **metrics}))
-"""
-
-
 def test_champion_retrains_from_its_logged_snapshot_to_the_same_metrics(pipeline, client):
     """Later dates have committed newer feature snapshots since; time travel still finds the rows.
 
     Runs in its own process, as a data scientist's notebook would: its JVM and catalog
     connections end with it.
     """
-    import json
-
-    champion = client.get_model_version_by_alias("TickPricePredictor", "champion")
-    run = client.get_run(champion.run_id)
-    out = subprocess.run([sys.executable, "-c", RETRAIN, json.dumps(run.data.params)], env=os.environ.copy(),
-                         capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    metrics = json.loads(out.stdout.strip().splitlines()[-1])
-    assert int(run.data.metrics["rows_in"]) == metrics["rows"]
-    for name in ("auc", "accuracy", "f1", "log_loss"):
-        assert metrics[name] == pytest.approx(run.data.metrics[name], abs=1e-9), name
+    assert_champion_retrains_to_its_metrics(client)
 
 
 def test_rollback_swaps_champion_and_previous(pipeline, client):
