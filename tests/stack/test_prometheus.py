@@ -209,21 +209,29 @@ def test_stage_run_pushes_success_and_failure(pushgateway, monkeypatch, tmp_path
     """The real hook: stage_run with MLflow (a SQLite store) pushes each run's state when it ends."""
     _need_prometheus_client()
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from jobs.lakehouse.settings import Settings
     from jobs.lakehouse.tracking import RunContext, stage_run
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("LAKEHOUSE_TRACKING", "on")
     monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway)
     settings = Settings.from_env()
     day = dt.date(2026, 3, 10)
-    with stage_run(RunContext(stage="hooked_ok", trade_date=day), settings, [], check_first=False) as tracker:
-        tracker.metrics({"rows_in": 20, "rows_out": 19, "rows_rejected": 1, "rejected.null_key": 1})
-    with pytest.raises(RuntimeError, match="boom"):
-        with stage_run(RunContext(stage="hooked_failed", trade_date=day), settings, [], check_first=False):
-            raise RuntimeError("boom")
-    assert mlflow.active_run() is None
+    # Earlier suites in the same pytest process set MLflow's process-wide URI (tests/jobs, tests/stack).
+    previous = tracking_utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        with stage_run(RunContext(stage="hooked_ok", trade_date=day), settings, [], check_first=False) as tracker:
+            tracker.metrics({"rows_in": 20, "rows_out": 19, "rows_rejected": 1, "rejected.null_key": 1})
+        with pytest.raises(RuntimeError, match="boom"):
+            with stage_run(RunContext(stage="hooked_failed", trade_date=day), settings, [], check_first=False):
+                raise RuntimeError("boom")
+        assert mlflow.active_run() is None
+    finally:
+        mlflow.set_tracking_uri(previous)
     s = _samples(pushgateway)
     assert _value(s, "lakehouse_stage_last_run_success", stage="hooked_ok") == 1
     assert _value(s, "lakehouse_stage_rows_out", stage="hooked_ok") == 19
