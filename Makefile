@@ -16,8 +16,8 @@ BENCH_REPEATS ?= 3
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-system-deps: ## Debian packages (Java 17, Maven, zip)
-	@$(STEP) "deps 1/5: Debian packages (Java 17, Maven, zip)" bash scripts/system_deps.sh
+system-deps: ## Debian packages (Java 17, Maven, zip, promtool and the Pushgateway)
+	@$(STEP) "deps 1/5: Debian packages (Java 17, Maven, zip, prometheus, prometheus-pushgateway)" bash scripts/system_deps.sh
 
 $(AIRFLOW_VENV)/.installed: requirements/airflow.lock
 	@$(STEP) "deps 2/5: $(AIRFLOW_VENV), $$(grep -c '==' requirements/airflow.lock) pinned packages (Airflow 3, Spark provider)" \

@@ -64,6 +64,9 @@ class StageTracker:
 
     def __init__(self, run_id: str):
         self.run_id = run_id
+        # What was logged, kept for the Prometheus push at the end of the run (jobs/lakehouse/metrics.py).
+        self.logged_metrics: dict[str, float] = {}
+        self.logged_tags: dict[str, str] = {}
 
     def metrics(self, values: dict[str, float]) -> None:
         import mlflow
@@ -71,6 +74,7 @@ class StageTracker:
         clean = {k: float(v) for k, v in values.items() if v is not None}
         if clean:
             mlflow.log_metrics(clean)
+            self.logged_metrics.update(clean)
 
     def params(self, values: dict[str, Any]) -> None:
         import mlflow
@@ -80,7 +84,9 @@ class StageTracker:
     def tags(self, values: dict[str, Any]) -> None:
         import mlflow
 
-        mlflow.set_tags({k: str(v) for k, v in values.items()})
+        clean = {k: str(v) for k, v in values.items()}
+        mlflow.set_tags(clean)
+        self.logged_tags.update(clean)
 
     def published(self, snap: Snapshot, rows_in: int | None = None, prefix: str = "") -> None:
         """Record a table write: rows and the Iceberg snapshot that holds them."""
@@ -158,6 +164,19 @@ def supersede_ghost_runs(ctx: RunContext, settings: Settings, new_run_id: str, e
     return ended
 
 
+def push_stage_metrics(ctx: RunContext, tracker: StageTracker, state: str, duration_seconds: float) -> None:
+    """The run's figures to the Pushgateway when PUSHGATEWAY_URL is set; never raises (a warning)."""
+    try:
+        from jobs.lakehouse import metrics
+
+        if not metrics.pushgateway_url():
+            return
+        metrics.push_stage(metrics.figures_from_logged(
+            ctx.stage, ctx.trade_date, state, duration_seconds, tracker.logged_metrics, tracker.logged_tags))
+    except Exception as exc:  # metrics never fail a stage
+        print(f"metrics not pushed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def stage_run(ctx: RunContext, settings: Settings, dependencies: list[Dependency] | None = None,
               check_first: bool = True) -> Iterator[StageTracker]:
@@ -198,9 +217,13 @@ def stage_run(ctx: RunContext, settings: Settings, dependencies: list[Dependency
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}"
         mlflow.set_tags({c.TAG_ERROR: message[:4900], c.TAG_ERROR_TYPE: type(exc).__name__})
-        mlflow.log_metric(c.METRIC_DURATION, time.monotonic() - started)
+        duration = time.monotonic() - started
+        mlflow.log_metric(c.METRIC_DURATION, duration)
         mlflow.end_run(status="FAILED")
+        push_stage_metrics(ctx, tracker, "failed", duration)
         raise
     else:
-        mlflow.log_metric(c.METRIC_DURATION, time.monotonic() - started)
+        duration = time.monotonic() - started
+        mlflow.log_metric(c.METRIC_DURATION, duration)
         mlflow.end_run(status="FINISHED")
+        push_stage_metrics(ctx, tracker, "success", duration)

@@ -159,7 +159,9 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
     if serving is None:
         raise RuntimeError(f"{settings.model_name} has no '{CHAMPION}': {verdict.reason}")
     tracker.metrics({"champion_version": int(serving.version), "holdout_rows": len(holdout)})
-    tracker.tags({"model.champion_version": serving.version})
+    through = data_through(serving)
+    tracker.tags({"model.champion_version": serving.version,
+                  "model.champion_data_through": through.isoformat() if through else ""})
 
     # Batch scoring, distributed: the champion's registered version as a Spark UDF.
     uri = trusted_model_uri(settings, serving)

@@ -1,0 +1,242 @@
+"""Prometheus side of the pipeline (issue 17, items 1-2): the alerting rules pass Prometheus's own
+rule tests, and a stage's figures reach a real Pushgateway with the names, labels and values the
+rules query. Needs Debian's `prometheus` (promtool) and `prometheus-pushgateway` (make system-deps);
+no stack, a few seconds.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RULES_DIR = REPO / "docker" / "prometheus" / "rules"
+RULES = RULES_DIR / "lakehouse.rules.yml"
+RULE_TESTS = RULES_DIR / "lakehouse.rules.test.yml"
+PROMTOOL = shutil.which("promtool")
+PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+JOB = 'job="lakehouse_pipeline"'
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus: make system-deps)")
+def test_rules_are_valid_and_pass_their_unit_tests():
+    check = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 7 rules found" in check.stdout
+    tested = subprocess.run([PROMTOOL, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
+                            timeout=60, cwd=RULES_DIR)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def _need_prometheus_client() -> None:
+    """In CI (CI=true, `make deps` from requirements/jobs.lock) its absence fails; elsewhere it skips."""
+    if importlib.util.find_spec("prometheus_client") is None and not os.environ.get("CI"):
+        pytest.skip("prometheus-client not in this environment: pinned in requirements/jobs.lock, run make deps")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        return getattr(exc, "code", 0) or 0, ""
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory):
+    """A real Pushgateway on 127.0.0.1, ready when its /-/ready answers 200.
+
+    Its own persistence file in a temp folder: Debian's build defaults to the shared
+    /var/lib/prometheus/pushgateway.data, which would carry metrics from one run into the next.
+    """
+    if PUSHGATEWAY is None:
+        pytest.skip("prometheus-pushgateway not installed (Debian package: make system-deps)")
+    port = _free_port()
+    home = tmp_path_factory.mktemp("pushgateway")
+    log = (home / "pushgateway.log").open("w")
+    proc = subprocess.Popen([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}",
+                             f"--persistence.file={home / 'pushgateway.data'}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while _get(url + "/-/ready")[0] != 200:
+            assert proc.poll() is None, f"pushgateway exited {proc.returncode}, log {log.name}"
+            assert time.monotonic() < deadline, "pushgateway not ready within 30 s"
+            time.sleep(0.05)  # poll interval between readiness checks; readiness itself is /-/ready
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _samples(url: str) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = _get(url + "/metrics")
+    assert status == 200
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name.startswith("lakehouse_")}
+
+
+def _value(samples, name: str, **labels) -> float:
+    want = {"job": "lakehouse_pipeline", "instance": "", **labels}
+    for (n, lbls), value in samples.items():
+        if n == name and dict(lbls) == want:
+            return value
+    raise AssertionError(f"{name}{want} not in {sorted(k for k, _ in samples)}")
+
+
+def test_stage_figures_reach_the_pushgateway(pushgateway):
+    _need_prometheus_client()
+    from jobs.lakehouse import metrics
+
+    day = dt.date(2026, 3, 6)
+    ok = metrics.StageFigures(
+        stage="bronze_to_silver", trade_date=day, state=metrics.SUCCESS, duration_seconds=12.5,
+        rows_in=1000, rows_out=940, rows_rejected=60, rejected_by_reason={"bad_type": 45, "null_key": 15},
+        ended_at=1_772_800_000.0)
+    assert metrics.push_stage(ok, url=pushgateway) is True
+    monitoring = metrics.StageFigures(stage="monitoring", trade_date=day, state=metrics.SUCCESS,
+                                      duration_seconds=30, drift_share=0.25)
+    deployment = metrics.StageFigures(stage="model_deployment", trade_date=day, state=metrics.SUCCESS,
+                                      champion_version=7, champion_trained_through=dt.date(2026, 3, 5))
+    assert metrics.push_stage(monitoring, url=pushgateway) and metrics.push_stage(deployment, url=pushgateway)
+
+    s = _samples(pushgateway)
+    assert {dict(lbls)["stage"] for _, lbls in s} == {"bronze_to_silver", "monitoring", "model_deployment"}
+    midnight = dt.datetime(2026, 3, 6, tzinfo=dt.UTC).timestamp()
+    b2s = {"stage": "bronze_to_silver"}
+    assert _value(s, "lakehouse_stage_last_run_success", **b2s) == 1
+    assert _value(s, "lakehouse_stage_duration_seconds", **b2s) == 12.5
+    assert _value(s, "lakehouse_stage_last_run_trade_date_timestamp_seconds", **b2s) == midnight
+    assert _value(s, "lakehouse_last_success_trade_date_timestamp_seconds", **b2s) == midnight
+    assert _value(s, "lakehouse_stage_last_success_timestamp_seconds", **b2s) == 1_772_800_000.0
+    assert _value(s, "lakehouse_stage_rows_in", **b2s) == 1000
+    assert _value(s, "lakehouse_stage_rows_out", **b2s) == 940
+    assert _value(s, "lakehouse_stage_rows_rejected", **b2s) == 60
+    assert _value(s, "lakehouse_stage_rejected_ratio", **b2s) == pytest.approx(0.06)
+    assert _value(s, "lakehouse_stage_rejected_rows", reason="bad_type", **b2s) == 45
+    assert _value(s, "lakehouse_stage_rejected_rows", reason="null_key", **b2s) == 15
+    assert _value(s, "lakehouse_feature_drift_ratio", stage="monitoring") == 0.25
+    assert _value(s, "lakehouse_champion_model_version", stage="model_deployment") == 7
+    assert _value(s, "lakehouse_champion_trained_through_timestamp_seconds", stage="model_deployment") == \
+        dt.datetime(2026, 3, 5, tzinfo=dt.UTC).timestamp()
+    # Conventions: no counters (so no _total), no run ids or dates as labels, only job/instance/stage/reason.
+    assert not [n for n, _ in s if n.endswith("_total")]
+    assert {k for _, lbls in s for k, _ in lbls} == {"job", "instance", "stage", "reason"}
+
+    # A failed retry replaces the run's state, keeps the last success's figures next to it.
+    failed = metrics.StageFigures(stage="bronze_to_silver", trade_date=dt.date(2026, 3, 9),
+                                  state=metrics.FAILED, duration_seconds=3.0)
+    assert metrics.push_stage(failed, url=pushgateway)
+    s = _samples(pushgateway)
+    assert _value(s, "lakehouse_stage_last_run_success", **b2s) == 0
+    assert _value(s, "lakehouse_stage_duration_seconds", **b2s) == 3.0
+    assert _value(s, "lakehouse_stage_last_run_trade_date_timestamp_seconds", **b2s) == \
+        dt.datetime(2026, 3, 9, tzinfo=dt.UTC).timestamp()
+    assert _value(s, "lakehouse_last_success_trade_date_timestamp_seconds", **b2s) == midnight
+    assert _value(s, "lakehouse_stage_rows_out", **b2s) == 940
+    assert _value(s, "lakehouse_stage_last_run_success", stage="monitoring") == 1  # other groups untouched
+
+
+def test_the_tracker_pushes_what_the_stage_logged(pushgateway, monkeypatch):
+    """stage_run's hook: the figures a stage logged to MLflow, pushed when PUSHGATEWAY_URL is set."""
+    _need_prometheus_client()
+    from jobs.lakehouse.tracking import RunContext, StageTracker, push_stage_metrics
+
+    tracker = StageTracker(run_id="not-a-label")
+    tracker.logged_metrics.update({"rows_in": 50.0, "rows_out": 48.0, "rows_rejected": 2.0,
+                                   "rejected.bad_type": 2.0, "rejected.not_a_reason": 9.0})
+    ctx = RunContext(stage="wired_stage", trade_date=dt.date(2026, 3, 6), run_id="manual__2026-03-06")
+    monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway)
+    push_stage_metrics(ctx, tracker, "success", 4.0)
+    s = _samples(pushgateway)
+    assert _value(s, "lakehouse_stage_rows_out", stage="wired_stage") == 48
+    assert _value(s, "lakehouse_stage_rejected_rows", stage="wired_stage", reason="bad_type") == 2
+    assert not [1 for n, lbls in s if dict(lbls).get("reason") == "not_a_reason"]  # only the fixed codes
+    assert not [1 for _, lbls in s for v in dict(lbls).values() if "manual__" in v or "not-a-label" in v]
+
+
+def test_off_by_default_and_a_failed_push_only_warns(monkeypatch, caplog):
+    _need_prometheus_client()
+    from jobs.lakehouse import metrics
+    from jobs.lakehouse.tracking import RunContext, StageTracker, push_stage_metrics
+
+    fig = metrics.StageFigures(stage="silver_to_gold", trade_date=dt.date(2026, 3, 6), state=metrics.SUCCESS)
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    assert metrics.push_stage(fig) is False
+    monkeypatch.setenv("PUSHGATEWAY_URL", "")
+    assert metrics.push_stage(fig) is False
+    assert not caplog.records
+
+    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    with caplog.at_level(logging.WARNING, logger="jobs.lakehouse.metrics"):
+        started = time.monotonic()
+        assert metrics.push_stage(fig, url=closed) is False
+        monkeypatch.setenv("PUSHGATEWAY_URL", closed)
+        push_stage_metrics(RunContext(stage="silver_to_gold", trade_date=dt.date(2026, 3, 6)),
+                           StageTracker(run_id="r"), "failed", 1.0)  # must not raise
+    assert time.monotonic() - started < 10
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "not pushed to " + closed in warnings[0].getMessage()
+
+
+def test_stage_run_pushes_success_and_failure(pushgateway, monkeypatch, tmp_path):
+    """The real hook: stage_run with MLflow (a SQLite store) pushes each run's state when it ends."""
+    _need_prometheus_client()
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from jobs.lakehouse.settings import Settings
+    from jobs.lakehouse.tracking import RunContext, stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LAKEHOUSE_TRACKING", "on")
+    monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway)
+    settings = Settings.from_env()
+    day = dt.date(2026, 3, 10)
+    # Earlier suites in the same pytest process set MLflow's process-wide URI (tests/jobs, tests/stack).
+    previous = tracking_utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        with stage_run(RunContext(stage="hooked_ok", trade_date=day), settings, [], check_first=False) as tracker:
+            tracker.metrics({"rows_in": 20, "rows_out": 19, "rows_rejected": 1, "rejected.null_key": 1})
+        with pytest.raises(RuntimeError, match="boom"):
+            with stage_run(RunContext(stage="hooked_failed", trade_date=day), settings, [], check_first=False):
+                raise RuntimeError("boom")
+        assert mlflow.active_run() is None
+    finally:
+        mlflow.set_tracking_uri(previous)
+    s = _samples(pushgateway)
+    assert _value(s, "lakehouse_stage_last_run_success", stage="hooked_ok") == 1
+    assert _value(s, "lakehouse_stage_rows_out", stage="hooked_ok") == 19
+    assert _value(s, "lakehouse_stage_rejected_rows", stage="hooked_ok", reason="null_key") == 1
+    assert _value(s, "lakehouse_stage_duration_seconds", stage="hooked_ok") > 0
+    assert _value(s, "lakehouse_stage_last_run_success", stage="hooked_failed") == 0
+    assert ("lakehouse_stage_last_success_timestamp_seconds",
+            frozenset({"job": "lakehouse_pipeline", "instance": "", "stage": "hooked_failed"}.items())) not in s
