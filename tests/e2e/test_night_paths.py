@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from e2e_support import WebhookReceiver
+from nights_support import wait_until
 
 from scripts.devstack.temporary import running_stack
 
@@ -65,15 +65,6 @@ def night(request):
             yield st, airflow, webhook
     finally:
         webhook.close()
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:.0f}s")
-        time.sleep(1)
-    return value
 
 
 def test_late_delivery_waits_missing_delivery_pages_once_holiday_skips(night):
