@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from jobs.contract import env
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def registry_for(fig: StageFigures):
 
 def pushgateway_url() -> str:
     """The Pushgateway's base URL from PUSHGATEWAY_URL; empty = metrics off."""
-    return os.environ.get("PUSHGATEWAY_URL", "").strip()
+    return env("PUSHGATEWAY_URL").strip()
 
 
 def push_stage(fig: StageFigures, url: str | None = None, timeout: float = PUSH_TIMEOUT_SECONDS) -> bool:
