@@ -3,8 +3,11 @@
 ``PIPELINE_DEADLINE_MINUTES`` after the scheduled time (default 240: 02:00 + 4 h = 06:00 in
 ``PIPELINE_TIMEZONE``), a run of ``ml_pipeline`` that has not succeeded yet makes the scheduler
 queue ``deadline_missed`` on the triggerer, which sends the alert through ``notify.send_alert``.
-A run that succeeds before the deadline removes it (Airflow prunes it); a failed run still
-alerts at the deadline, since the day's data is not there.
+A run that succeeds before the deadline removes it (Airflow prunes it). A run that has already
+failed when its deadline passes sends nothing: its failure paged when it happened (every task's
+failure notifier and the run's own), and a second page for the same night at 06:00 would break
+"every failure reaches the user once". A run still queued, running or waiting for its delivery at
+the deadline is the one this alert exists for.
 
 Which runs get a deadline (``DailyRunDeadline``, a custom deadline reference registered by the
 plugin in ``plugins/lakehouse_mlops_plugin.py``):
@@ -132,10 +135,16 @@ def alert_fields(context: dict, timezone: str, minutes: int | None = None) -> tu
     return title, fields
 
 
+ALREADY_PAGED_STATES = frozenset({"failed"})
+
+
 def send_deadline_alert(context: dict, timezone: str, minutes: int | None = None) -> list[str]:
     from lakehouse_mlops.notify import send_alert
 
     title, fields = alert_fields(context, timezone, minutes)
+    if fields.get("state") in ALREADY_PAGED_STATES:
+        log.info("%s: not sent, the run already failed and paged when it did (%s)", title, fields)
+        return []
     log.warning("%s (%s)", title, fields)
     return send_alert(title, fields)
 

@@ -153,6 +153,25 @@ def test_a_missed_deadline_reaches_the_webhook_with_date_deadline_and_link(recei
     assert "Deadline missed" in msg["text"]  # Slack shows `text`
 
 
+def test_a_run_that_already_failed_is_not_paged_again_at_its_deadline(receiver):
+    """Its failure paged when it happened (the task's notifier); the 06:00 deadline adds no second page.
+
+    Seen: the run the scheduler starts on unpause after a backfill fails at wait_for_raw and pages;
+    without this, the same night paged again at 06:00 KST.
+    """
+    def context(state):
+        return {"dag_run": {"dag_id": "ml_pipeline", "dag_run_id": "scheduled__2026-11-25T17:00:00+00:00",
+                            "logical_date": "2026-11-25T17:00:00Z", "run_type": "scheduled", "state": state,
+                            "conf": {}},
+                "deadline": {"id": "0194", "deadline_time": dt.datetime(2026, 11, 25, 21, 0, tzinfo=UTC)}}
+
+    assert asyncio.run(deadline_missed(context=context("failed"), timezone="Asia/Seoul", minutes=240)) == []
+    assert receiver == []
+    for state in ("queued", "running"):  # not finished: this is what the deadline is for
+        assert asyncio.run(deadline_missed(context=context(state), timezone="Asia/Seoul", minutes=240)) == ["webhook"]
+    assert [m["state"] for m in receiver] == ["queued", "running"]
+
+
 # ------------------------------------------------------------------------------------------ backfill
 
 def backfill_trade_dates(dag, from_date: dt.datetime, to_date: dt.datetime) -> list[dt.date]:
