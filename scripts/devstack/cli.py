@@ -5,7 +5,7 @@ runs from the project's virtual environments, binds to 127.0.0.1 only and keeps 
 $LAKEHOUSE_HOME, so `down` plus deleting that folder is a full reset.
 
     .venv-jobs/bin/python scripts/stack.py up | down | status | env | run -- CMD...
-    .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow)
+    .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow, ...)
     .venv-jobs/bin/python scripts/stack.py open | logs [SERVICE] [--no-follow]
     .venv-jobs/bin/python scripts/stack.py sql [TRINO CLI ARGS]   (the Trino CLI on catalog hive_prod)
 
@@ -39,6 +39,8 @@ from scripts.devstack.env import (
     ALERT_RECEIVER,
     HIVE_METASTORE,
     LOOPBACK,
+    PROMETHEUS,
+    PUSHGATEWAY,
     SERVICE_NAMES,
     TRINO,
     StackError,
@@ -59,6 +61,8 @@ from scripts.devstack.health import (
     http_get,
     mlflow_health,
     password_file,
+    prometheus_health,
+    pushgateway_health,
     seaweedfs_health,
 )
 from scripts.devstack.processes import dirs, failure, log_path, memory_mb, read_pid, start_service, stop_services
@@ -69,12 +73,15 @@ from scripts.devstack.services import (
     hive_metastore_service,
     mlflow_service,
     parse_services,
+    prometheus_service,
+    pushgateway_service,
     remove_sockets,
     seaweedfs_service,
     selected_services,
     service_processes,
     write_hive_site,
     write_mlflow_auth_ini,
+    write_prometheus_config,
     write_s3_identities,
     write_seaweedfs_security,
 )
@@ -232,6 +239,29 @@ def _mlflow_login_note(env: dict) -> str:
             f"the stack's processes log in as {env['MLFLOW_PIPELINE_USER']}")
 
 
+def _up_pushgateway(env: dict) -> str:
+    svc = pushgateway_service(env)
+    state = "already running"
+    if read_pid(env, svc.name) is None:
+        progress(f"{svc.name}: starting on {env['PUSHGATEWAY_URL']} (log: {log_path(env, svc.name)})")
+        start_service(env, svc)
+        state = "started"
+    _wait(env, [svc.name], lambda: pushgateway_health(env), "the Pushgateway", _timeout(30))
+    return state
+
+
+def _up_prometheus(env: dict) -> str:
+    svc = prometheus_service(env)
+    state = "already running"
+    if read_pid(env, svc.name) is None:
+        config = write_prometheus_config(env)
+        progress(f"{svc.name}: starting on {env['PROMETHEUS_URL']} with {config} (log: {log_path(env, svc.name)})")
+        start_service(env, svc)
+        state = "started"
+    _wait(env, [svc.name], lambda: prometheus_health(env), "Prometheus", _timeout(60))
+    return state
+
+
 def _up_alert_receiver(env: dict) -> list[str]:
     """The local webhook receiver Airflow's alerts go to, when ALERT_WEBHOOK_URL is unset."""
     if not alert_receiver_used(env):
@@ -321,6 +351,10 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
     if "mlflow" in services:
         lines.append(f"MLflow UI: {env['MLFLOW_TRACKING_URI']}  experiment: {env['MLFLOW_EXPERIMENT_NAME']}"
                      + (f"  ({_mlflow_login_note(env)})" if mlflow_auth_on(env) else ""))
+    if PUSHGATEWAY in services:
+        lines.append(f"Pushgateway: {env['PUSHGATEWAY_URL']}  (every stage pushes its figures there)")
+    if PROMETHEUS in services:
+        lines.append(f"Prometheus: {env['PROMETHEUS_URL']}  (alert rules: {env['PROMETHEUS_URL']}/alerts)")
     if "airflow" in services:
         lines.append(_airflow_login_line(env))
         if alert_receiver_used(env):
@@ -344,7 +378,8 @@ def cmd_up(env: dict, services: list[str] | None = None) -> int:
     if TRINO in parse_services(os.environ.get("LAKEHOUSE_SERVICES")) and (line := _trino_off_line(env)):
         print(line, flush=True)
     for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore), (TRINO, _up_trino),
-                      ("mlflow", _up_mlflow), ("airflow", _up_airflow)):
+                      ("mlflow", _up_mlflow), (PUSHGATEWAY, _up_pushgateway), (PROMETHEUS, _up_prometheus),
+                      ("airflow", _up_airflow)):
         if label not in services:
             continue
         t0 = time.monotonic()
@@ -391,7 +426,8 @@ def cmd_down(env: dict) -> int:
     stopped = []
     # Airflow first (its tasks may still write to MLflow/S3), then MLflow, Trino, the catalog, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
-                  ["airflow-api-server"], [ALERT_RECEIVER], ["mlflow"], [TRINO], [HIVE_METASTORE], ["seaweedfs"]):
+                  ["airflow-api-server"], [ALERT_RECEIVER], [PROMETHEUS], [PUSHGATEWAY], ["mlflow"], [TRINO],
+                  [HIVE_METASTORE], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -399,7 +435,8 @@ def cmd_down(env: dict) -> int:
 
 
 def cmd_status(env: dict) -> int:
-    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False, TRINO: False}
+    health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False, TRINO: False,
+                               PUSHGATEWAY: False, PROMETHEUS: False}
     pids = {svc.name: read_pid(env, svc.name) for svc in all_services(env)}
     if pids["seaweedfs"]:
         health["seaweedfs"] = seaweedfs_health(env)[0]
@@ -409,6 +446,10 @@ def cmd_status(env: dict) -> int:
         health[TRINO] = trino_health(env)[0]
     if pids["mlflow"]:
         health["mlflow"] = mlflow_health(env)[0]
+    if pids.get(PUSHGATEWAY):
+        health[PUSHGATEWAY] = pushgateway_health(env)[0]
+    if pids.get(PROMETHEUS):
+        health[PROMETHEUS] = prometheus_health(env)[0]
     if ALERT_RECEIVER in pids:
         health[ALERT_RECEIVER] = bool(pids[ALERT_RECEIVER]) and alert_receiver_health(env)[0]
     comps = airflow_health(env)[0] if pids["airflow-api-server"] else {}
@@ -416,7 +457,8 @@ def cmd_status(env: dict) -> int:
         health[f"airflow-{c}"] = bool(comps.get(c)) and pids[f"airflow-{c}"] is not None
     ports = {"seaweedfs": env["SEAWEEDFS_S3_PORT"], "mlflow": env["MLFLOW_PORT"],
              HIVE_METASTORE: env["HIVE_METASTORE_PORT"], TRINO: env["TRINO_PORT"],
-             "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"]}
+             "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"],
+             PUSHGATEWAY: env["PUSHGATEWAY_PORT"], PROMETHEUS: env["PROMETHEUS_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")
@@ -441,6 +483,8 @@ def cmd_open(env: dict) -> int:
     print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "
           f"(keys AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in {env['LAKEHOUSE_ENV_FILE']})")
     print(_filer_line(env))
+    if read_pid(env, PROMETHEUS) is not None:
+        print(f"Prometheus    : {env['PROMETHEUS_URL']}  (the stages' metrics, from {env['PUSHGATEWAY_URL']})")
     if read_pid(env, TRINO) is not None:
         print(f"Trino         : {trino_url(env)}  (catalog {env['ICEBERG_CATALOG']}, user {TRINO_USER}; `make sql`)")
     reports = Path(env["LAKEHOUSE_HOME"]) / "reports"

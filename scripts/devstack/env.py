@@ -41,7 +41,15 @@ AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HIVE_METASTORE = "hive-metastore"
 # Trino (scripts/devstack/trino.py) reads hive_prod; it runs when TRINO is not off and it can (trino_on).
 TRINO = "trino"
-SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", "airflow")
+# The Pushgateway the stages push to and the Prometheus that scrapes it (Debian's binaries); they
+# run when installed (metrics_services), before Airflow so the first task's push is kept.
+PUSHGATEWAY = "pushgateway"
+PROMETHEUS = "prometheus"
+SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", PUSHGATEWAY, PROMETHEUS, "airflow")
+PUSHGATEWAY_DEFAULT_PORT = 9091
+PROMETHEUS_DEFAULT_PORT = 9090
+# Debian's package names the Pushgateway binary prometheus-pushgateway; upstream's is pushgateway.
+METRICS_BINARIES = {PUSHGATEWAY: ("prometheus-pushgateway", "pushgateway"), PROMETHEUS: ("prometheus",)}
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
@@ -73,24 +81,36 @@ def mlflow_auth_ini(env: dict) -> Path:
     return Path(env["LAKEHOUSE_HOME"]) / "mlflow" / contract.MLFLOW_AUTH_INI
 
 
+def metrics_binary(name: str) -> str | None:
+    """Path of the Pushgateway's or Prometheus's binary (make system-deps), None when not installed."""
+    return next((found for b in METRICS_BINARIES[name] if (found := shutil.which(b))), None)
+
+
 def catalog_services(env: dict) -> tuple[str, ...]:
-    """SERVICE_NAMES this configuration runs: the metastore only behind the hive catalog, Trino when on."""
+    """SERVICE_NAMES this configuration runs: the metastore only behind the hive catalog, Trino when on,
+    the Pushgateway and Prometheus when their binaries are installed."""
     from scripts.devstack.trino import trino_on
 
     hive = env.get("LAKEHOUSE_CATALOG") == "hive"
     return tuple(n for n in SERVICE_NAMES
-                 if (n != HIVE_METASTORE or hive) and (n != TRINO or trino_on(env)))
+                 if (n != HIVE_METASTORE or hive) and (n != TRINO or trino_on(env))
+                 and (n not in METRICS_BINARIES or metrics_binary(n)))
 
 
 def job_services(catalog: str) -> str:
     """LAKEHOUSE_SERVICES of a stack that only Spark stages use (bench, fault drills): what the stages
-    reach (storage, the catalog's metastore if any, MLflow), without Airflow and Trino. Derived from
-    catalog_services so the metastore rule lives in one place."""
-    return ",".join(n for n in catalog_services({"LAKEHOUSE_CATALOG": catalog, "TRINO": "off"}) if n != "airflow")
+    reach (storage, the catalog's metastore if any, MLflow, the Pushgateway), without Airflow, Trino and
+    Prometheus. Derived from catalog_services so the metastore rule lives in one place."""
+    return ",".join(n for n in catalog_services({"LAKEHOUSE_CATALOG": catalog, "TRINO": "off"})
+                    if n not in ("airflow", PROMETHEUS))
 
 
 def alert_receiver_url(env: dict) -> str:
     return f"http://{LOOPBACK}:{env['ALERT_RECEIVER_PORT']}/alerts"
+
+
+def pushgateway_url(env: dict) -> str:
+    return f"http://{LOOPBACK}:{env['PUSHGATEWAY_PORT']}"
 
 
 def alert_receiver_used(env: dict) -> bool:
@@ -246,6 +266,8 @@ def _port_defaults(v: dict[str, str]) -> None:
     v.setdefault("SEAWEEDFS_ICEBERG_PORT", "0")
     v["TRINO_PORT"] = v.get("TRINO_PORT") or str(TRINO_DEFAULT_PORT)
     v["ALERT_RECEIVER_PORT"] = v.get("ALERT_RECEIVER_PORT") or str(ALERT_RECEIVER_DEFAULT_PORT)
+    v["PUSHGATEWAY_PORT"] = v.get("PUSHGATEWAY_PORT") or str(PUSHGATEWAY_DEFAULT_PORT)
+    v["PROMETHEUS_PORT"] = v.get("PROMETHEUS_PORT") or str(PROMETHEUS_DEFAULT_PORT)
     for key in [k for k in v if k.endswith("_PORT")]:
         if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key not in OPTIONAL_PORTS):
             raise StackError(f"{key}={v[key]!r} is not a valid port")
@@ -258,6 +280,13 @@ def _port_defaults(v: dict[str, str]) -> None:
                      ("MLFLOW_S3_ENDPOINT_URL", s3_url)):
         if not v.get(key) or _is_loopback_url(v[key]):
             v[key] = url
+
+    # Every stage pushes its figures to the embedded Pushgateway unless the user named another one
+    # (a loopback URL is the embedded one: as for MLflow, overriding the port is enough).
+    pushgateway = v.get("PUSHGATEWAY_URL", "").strip()
+    if (not pushgateway or _is_loopback_url(pushgateway)) and metrics_binary(PUSHGATEWAY):
+        v["PUSHGATEWAY_URL"] = pushgateway_url(v)
+    v["PROMETHEUS_URL"] = f"http://{LOOPBACK}:{v['PROMETHEUS_PORT']}"
 
     # Alerts go to the local receiver unless a real channel is configured (ALERT_RECEIVER_PORT=0: none).
     if not v.get("ALERT_WEBHOOK_URL", "").strip() and int(v["ALERT_RECEIVER_PORT"]):

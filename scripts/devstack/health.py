@@ -172,6 +172,21 @@ def ensure_experiment(env: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# The Pushgateway and Prometheus
+# --------------------------------------------------------------------------------------------------
+
+def pushgateway_health(env: dict) -> tuple[bool, str]:
+    status, _ = http_get(f"http://{LOOPBACK}:{env['PUSHGATEWAY_PORT']}/-/ready")
+    return status == 200, "ok" if status == 200 else f"GET /-/ready returned {status or 'no answer'}"
+
+
+def prometheus_health(env: dict) -> tuple[bool, str]:
+    """Ready means the TSDB is open and the rules loaded (a rule file that does not parse stops it)."""
+    status, _ = http_get(f"{env['PROMETHEUS_URL']}/-/ready")
+    return status == 200, "ok" if status == 200 else f"GET /-/ready returned {status or 'no answer'}"
+
+
+# --------------------------------------------------------------------------------------------------
 # The local alert receiver
 # --------------------------------------------------------------------------------------------------
 

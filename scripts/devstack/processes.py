@@ -37,7 +37,8 @@ def dirs(env: dict) -> dict[str, Path]:
     home = Path(env["LAKEHOUSE_HOME"])
     return {"home": home, "run": home / "run", "logs": home / "logs", "seaweedfs": home / "seaweedfs",
             "mlflow": home / "mlflow", "airflow": Path(env["AIRFLOW_HOME"]), "iceberg": home / "iceberg",
-            "raw": home / "raw", "hive-metastore": home / "hive-metastore", "trino": home / "trino"}
+            "raw": home / "raw", "hive-metastore": home / "hive-metastore", "trino": home / "trino",
+            "pushgateway": home / "pushgateway", "prometheus": home / "prometheus"}
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -1,8 +1,8 @@
 """What runs: the command line, folder, ports and environment of each service.
 
 SeaweedFS (`weed mini`: master, volume, filer, S3), the Hive metastore of catalog hive_prod
-(LAKEHOUSE_CATALOG=hive), Trino over it (scripts/devstack/trino.py), the MLflow server and Airflow's
-four components, all from the project's virtual environments and bound to 127.0.0.1.
+(LAKEHOUSE_CATALOG=hive), Trino over it (scripts/devstack/trino.py), the MLflow server, the
+Pushgateway and Prometheus (Debian's binaries) and Airflow's four components, all bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from scripts.devstack.env import (
     HIVE_METASTORE,
     JOBS_VENV,
     LOOPBACK,
+    PROMETHEUS,
+    PUSHGATEWAY,
     REPO,
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
@@ -32,6 +34,7 @@ from scripts.devstack.env import (
     alerts_file,
     catalog_services,
     grpc_var,
+    metrics_binary,
     mlflow_auth_ini,
     mlflow_auth_on,
     seaweedfs_internal_auth_on,
@@ -285,13 +288,61 @@ def alert_receiver_service(env: dict) -> Service:
     return Service(ALERT_RECEIVER, "airflow", argv, out.parent, port)
 
 
+RULES_DIR = REPO / "docker" / "prometheus" / "rules"
+# Short enough that a stage's push shows in Prometheus (and a test waits) seconds after it ends.
+EMBEDDED_SCRAPE_INTERVAL = "5s"
+EMBEDDED_RETENTION = "7d"
+
+
+def pushgateway_service(env: dict) -> Service:
+    """Its own persistence file: Debian's default (/var/lib/prometheus) is shared by every stack."""
+    d = dirs(env)["pushgateway"]
+    port = int(env["PUSHGATEWAY_PORT"])
+    argv = [metrics_binary(PUSHGATEWAY) or "prometheus-pushgateway", f"--web.listen-address={LOOPBACK}:{port}",
+            f"--persistence.file={d / 'pushgateway.data'}", "--persistence.interval=1m"]
+    return Service(PUSHGATEWAY, PUSHGATEWAY, argv, d, [("PUSHGATEWAY_PORT", port)])
+
+
+def prometheus_config(env: dict) -> dict:
+    """Scrapes the embedded Pushgateway as the production one (honor_labels keeps job/stage), and itself."""
+    return {
+        "global": {"scrape_interval": EMBEDDED_SCRAPE_INTERVAL, "evaluation_interval": EMBEDDED_SCRAPE_INTERVAL},
+        "rule_files": [str(RULES_DIR / "*.rules.yml")],
+        "scrape_configs": [
+            {"job_name": "pushgateway", "honor_labels": True,
+             "static_configs": [{"targets": [f"{LOOPBACK}:{env['PUSHGATEWAY_PORT']}"]}]},
+            {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{env['PROMETHEUS_PORT']}"]}]},
+        ],
+    }
+
+
+def write_prometheus_config(env: dict) -> Path:
+    """prometheus.yml, rewritten on every start (the ports may change); JSON is valid YAML."""
+    path = dirs(env)["prometheus"] / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(prometheus_config(env), indent=2) + "\n")
+    return path
+
+
+def prometheus_service(env: dict) -> Service:
+    d = dirs(env)["prometheus"]
+    port = int(env["PROMETHEUS_PORT"])
+    argv = [metrics_binary(PROMETHEUS) or "prometheus", f"--config.file={d / 'prometheus.yml'}",
+            f"--storage.tsdb.path={d / 'data'}", f"--storage.tsdb.retention.time={EMBEDDED_RETENTION}",
+            f"--web.listen-address={LOOPBACK}:{port}"]
+    return Service(PROMETHEUS, PROMETHEUS, argv, d, [("PROMETHEUS_PORT", port)])
+
+
 def all_services(env: dict) -> list[Service]:
     """Every process the stack may run, in start order (the receiver only when alerts go to it)."""
     receiver = [alert_receiver_service(env)] if alert_receiver_used(env) else []
     running = catalog_services(env)
     metastore = [hive_metastore_service(env)] if HIVE_METASTORE in running else []
     trino = [trino_service(env)] if TRINO in running else []
-    return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *receiver, *airflow_services(env)]
+    metrics = [*([pushgateway_service(env)] if PUSHGATEWAY in running else []),
+               *([prometheus_service(env)] if PROMETHEUS in running else [])]
+    return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *metrics, *receiver,
+            *airflow_services(env)]
 
 
 def parse_services(names: list[str] | str | None) -> list[str]:

@@ -29,10 +29,11 @@ PORT_VARS = [
     "SEAWEEDFS_S3_PORT", "SEAWEEDFS_MASTER_PORT", "SEAWEEDFS_VOLUME_PORT", "SEAWEEDFS_FILER_PORT",
     "SEAWEEDFS_S3_GRPC_PORT", "SEAWEEDFS_MASTER_GRPC_PORT", "SEAWEEDFS_VOLUME_GRPC_PORT",
     "SEAWEEDFS_FILER_GRPC_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT", "ALERT_RECEIVER_PORT",
-    "HIVE_METASTORE_PORT", "TRINO_PORT",
+    "HIVE_METASTORE_PORT", "TRINO_PORT", "PUSHGATEWAY_PORT", "PROMETHEUS_PORT",
 ]
 # Ports of services that run only in some configurations (variable -> service).
-OPTIONAL_SERVICE_PORTS = {"HIVE_METASTORE_PORT": "hive-metastore", "TRINO_PORT": "trino"}
+OPTIONAL_SERVICE_PORTS = {"HIVE_METASTORE_PORT": "hive-metastore", "TRINO_PORT": "trino",
+                          "PUSHGATEWAY_PORT": "pushgateway", "PROMETHEUS_PORT": "prometheus"}
 
 
 def free_ports(n: int) -> list[int]:

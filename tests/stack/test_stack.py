@@ -131,8 +131,9 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
     assert password and f"password: {password}" in stack.up_output
     pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
     # SeaweedFS, MLflow, the alert receiver and Airflow's four processes, plus the Hive metastore
-    # (LAKEHOUSE_CATALOG=hive, the default) and Trino (when the machine has a Java 24+ for it)
-    optional = set(stack.started_services) & {"hive-metastore", "trino"}
+    # (LAKEHOUSE_CATALOG=hive, the default), Trino (when the machine has a Java 24+ for it) and the
+    # Pushgateway and Prometheus (when Debian's binaries are installed: make system-deps)
+    optional = set(stack.started_services) & {"hive-metastore", "trino", "pushgateway", "prometheus"}
     assert "hive-metastore" in optional
     assert len(pids) == 7 + len(optional), sorted(pids)
 
@@ -147,7 +148,8 @@ def test_status_exits_zero_when_healthy(stack):
     out = stack.cli("status")
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("seaweedfs", "hive-metastore", "mlflow", "alert-receiver", "airflow-api-server", "airflow-scheduler",
-                 "airflow-dag-processor", "airflow-triggerer"):
+                 "airflow-dag-processor", "airflow-triggerer",
+                 *set(stack.started_services) & {"pushgateway", "prometheus"}):
         line = next(line for line in out.stdout.splitlines() if line.startswith(name + " "))
         assert line.endswith("healthy") and "unhealthy" not in line
 
