@@ -56,6 +56,8 @@ SUCCESS_FAMILIES = {
     "lakehouse_champion_model_version": "Registered version of the @champion model (deployment's last success)",
     "lakehouse_champion_trained_through_timestamp_seconds":
         "Last trade date in the champion's training data (midnight UTC)",
+    "lakehouse_challenger_holdout_auc": "Holdout ROC AUC of the challenger (deployment's last success)",
+    "lakehouse_deployment_promoted": "1 if deployment's last successful run promoted the challenger, else 0",
 }
 
 
@@ -74,6 +76,8 @@ class StageFigures:
     drift_share: float | None = None
     champion_version: int | None = None
     champion_trained_through: dt.date | None = None
+    challenger_auc: float | None = None
+    promoted: float | None = None
     ended_at: float | None = None  # Unix time; default: now
 
     def __post_init__(self) -> None:
@@ -117,6 +121,8 @@ def families(fig: StageFigures):
             gauge("lakehouse_champion_trained_through_timestamp_seconds",
                   date_timestamp(fig.champion_trained_through) if fig.champion_trained_through else None,
                   SUCCESS_FAMILIES),
+            gauge("lakehouse_challenger_holdout_auc", fig.challenger_auc, SUCCESS_FAMILIES),
+            gauge("lakehouse_deployment_promoted", fig.promoted, SUCCESS_FAMILIES),
         ]
         if fig.rejected_by_reason:
             name = "lakehouse_stage_rejected_rows"
@@ -199,4 +205,5 @@ def figures_from_logged(stage: str, trade_date: dt.date, state: str, duration_se
         drift_share=_number(metrics, "drift_share"),
         champion_version=int(version) if version is not None else None,
         champion_trained_through=through_date,
+        challenger_auc=_number(metrics, "challenger_auc"), promoted=_number(metrics, "promoted"),
     )

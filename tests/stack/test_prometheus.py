@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -123,7 +124,8 @@ def test_stage_figures_reach_the_pushgateway(pushgateway):
     monitoring = metrics.StageFigures(stage="monitoring", trade_date=day, state=metrics.SUCCESS,
                                       duration_seconds=30, drift_share=0.25)
     deployment = metrics.StageFigures(stage="model_deployment", trade_date=day, state=metrics.SUCCESS,
-                                      champion_version=7, champion_trained_through=dt.date(2026, 3, 5))
+                                      champion_version=7, champion_trained_through=dt.date(2026, 3, 5),
+                                      challenger_auc=0.61, promoted=1)
     assert metrics.push_stage(monitoring, url=pushgateway) and metrics.push_stage(deployment, url=pushgateway)
 
     s = _samples(pushgateway)
@@ -145,6 +147,8 @@ def test_stage_figures_reach_the_pushgateway(pushgateway):
     assert _value(s, "lakehouse_champion_model_version", stage="model_deployment") == 7
     assert _value(s, "lakehouse_champion_trained_through_timestamp_seconds", stage="model_deployment") == \
         dt.datetime(2026, 3, 5, tzinfo=dt.UTC).timestamp()
+    assert _value(s, "lakehouse_challenger_holdout_auc", stage="model_deployment") == 0.61
+    assert _value(s, "lakehouse_deployment_promoted", stage="model_deployment") == 1
     # Conventions: no counters (so no _total), no run ids or dates as labels, only job/instance/stage/reason.
     assert not [n for n, _ in s if n.endswith("_total")]
     assert {k for _, lbls in s for k, _ in lbls} == {"job", "instance", "stage", "reason"}
@@ -170,13 +174,16 @@ def test_the_tracker_pushes_what_the_stage_logged(pushgateway, monkeypatch):
 
     tracker = StageTracker(run_id="not-a-label")
     tracker.logged_metrics.update({"rows_in": 50.0, "rows_out": 48.0, "rows_rejected": 2.0,
-                                   "rejected.bad_type": 2.0, "rejected.not_a_reason": 9.0})
+                                   "rejected.bad_type": 2.0, "rejected.not_a_reason": 9.0,
+                                   "challenger_auc": 0.58, "promoted": 0.0})
     ctx = RunContext(stage="wired_stage", trade_date=dt.date(2026, 3, 6), run_id="manual__2026-03-06")
     monkeypatch.setenv("PUSHGATEWAY_URL", pushgateway)
     push_stage_metrics(ctx, tracker, "success", 4.0)
     s = _samples(pushgateway)
     assert _value(s, "lakehouse_stage_rows_out", stage="wired_stage") == 48
     assert _value(s, "lakehouse_stage_rejected_rows", stage="wired_stage", reason="bad_type") == 2
+    assert _value(s, "lakehouse_challenger_holdout_auc", stage="wired_stage") == 0.58
+    assert _value(s, "lakehouse_deployment_promoted", stage="wired_stage") == 0
     assert not [1 for n, lbls in s if dict(lbls).get("reason") == "not_a_reason"]  # only the fixed codes
     assert not [1 for _, lbls in s for v in dict(lbls).values() if "manual__" in v or "not-a-label" in v]
 
@@ -240,3 +247,88 @@ def test_stage_run_pushes_success_and_failure(pushgateway, monkeypatch, tmp_path
     assert _value(s, "lakehouse_stage_last_run_success", stage="hooked_failed") == 0
     assert ("lakehouse_stage_last_success_timestamp_seconds",
             frozenset({"job": "lakehouse_pipeline", "instance": "", "stage": "hooked_failed"}.items())) not in s
+
+
+# --------------------------------------------------------------------- the dashboard on a real Prometheus
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+@pytest.fixture(scope="module")
+def prometheus(pushgateway, tmp_path_factory):
+    """A real Prometheus with the embedded stack's generated configuration, scraping the test's Pushgateway.
+
+    Scrapes every second (the stack's 5 s would only make the test wait); ready when /-/ready answers.
+    """
+    if PROMETHEUS is None:
+        pytest.skip("prometheus not installed (Debian package: make system-deps)")
+    from scripts.devstack.services import prometheus_config
+
+    port = _free_port()
+    home = tmp_path_factory.mktemp("prometheus")
+    config = prometheus_config({"PUSHGATEWAY_PORT": pushgateway.rsplit(":", 1)[1], "PROMETHEUS_PORT": str(port)})
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    (home / "prometheus.yml").write_text(json.dumps(config))
+    log = (home / "prometheus.log").open("w")
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={home / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={home / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get(url + "/-/ready")[0] != 200:
+            assert proc.poll() is None, f"prometheus exited {proc.returncode}, log {log.name}"
+            assert time.monotonic() < deadline, "prometheus not ready within 60 s"
+            time.sleep(0.05)  # poll interval between readiness checks; readiness itself is /-/ready
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _every_stage_pushed(day: dt.date, ended_at: float):
+    """What a whole ml_pipeline run pushes: each stage's figures as that stage would report them."""
+    from jobs import contract
+    from jobs.lakehouse import metrics
+
+    base = {"trade_date": day, "state": metrics.SUCCESS, "duration_seconds": 20.0, "ended_at": ended_at}
+    special = {
+        contract.RAW_TO_BRONZE: {"rows_in": 1000, "rows_out": 1000, "rows_rejected": 0},
+        contract.BRONZE_TO_SILVER: {"rows_in": 1000, "rows_out": 960, "rows_rejected": 40,
+                                    "rejected_by_reason": {"bad_type": 30, "null_key": 10}},
+        contract.SILVER_TO_GOLD: {"rows_in": 960, "rows_out": 120},
+        contract.FEATURE_ENGINEERING: {"rows_in": 120, "rows_out": 118},
+        contract.MODEL_TRAINING: {"rows_in": 2300},
+        contract.MODEL_DEPLOYMENT: {"champion_version": 3, "champion_trained_through": day,
+                                    "challenger_auc": 0.57, "promoted": 1},
+        contract.MONITORING: {"rows_in": 118, "drift_share": 0.1},
+    }
+    return [metrics.StageFigures(stage=stage, **base, **special[stage]) for stage in contract.STAGES]
+
+
+def test_every_dashboard_panel_has_data_once_every_stage_pushed(pushgateway, prometheus):
+    """Test A: the figures the stages push are the ones the dashboard queries (no "No data" panel)."""
+    _need_prometheus_client()
+    from jobs.lakehouse import metrics
+    from scripts.devstack.dashboard import instant_query, panels_without_data
+
+    ended_at = time.time()
+    figures = _every_stage_pushed(dt.date.today() - dt.timedelta(days=1), ended_at)
+    for fig in figures:
+        assert metrics.push_stage(fig, url=pushgateway), fig.stage
+
+    # Synchronisation: Prometheus has scraped this push when every stage's run time is the pushed one.
+    query = f'lakehouse_stage_last_run_timestamp_seconds{{{JOB}}} == {ended_at!r}'
+    deadline = time.monotonic() + 60
+    while len(seen := instant_query(prometheus, query)) < len(figures):
+        assert time.monotonic() < deadline, f"Prometheus did not scrape the push within 60 s: {seen}"
+        time.sleep(0.2)  # poll interval; the condition is the query above
+    assert panels_without_data(prometheus) == []
+    # And they come with the labels the stages push (job/stage from the grouping key, honor_labels).
+    assert {r["metric"]["stage"] for r in seen} == {f.stage for f in figures}
+    assert {r["metric"]["job"] for r in seen} == {metrics.JOB}
