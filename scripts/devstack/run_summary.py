@@ -322,8 +322,21 @@ def format_summary(env: dict, summary: dict, states: dict[str, str]) -> str:
         f"password in {password_file(env)})",
         f"MLflow UI  : {mlflow_experiment_url(env['MLFLOW_UI_URL'], exp) if exp else env['MLFLOW_UI_URL']}",
         f"S3 (SeaweedFS): {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')}",
+        *_prometheus_lines(env),
         "Services keep running for browsing; `make down` stops them.",
     ]
     return "\n".join(lines)
+
+
+def _prometheus_lines(env: dict) -> list[str]:
+    """Where the stages' pushed figures are, when the stack runs Prometheus (Debian's binary installed)."""
+    from scripts.devstack.env import PROMETHEUS
+    from scripts.devstack.processes import read_pid
+
+    if not env.get("PROMETHEUS_URL") or not env.get("LAKEHOUSE_HOME") or read_pid(env, PROMETHEUS) is None:
+        return []
+    url = env["PROMETHEUS_URL"]
+    return [f"Prometheus : {url}/graph?g0.expr=lakehouse_stage_rows_out  (alerts: {url}/alerts; "
+            f"Grafana dashboard for production: docker/grafana/dashboards/lakehouse-pipeline.json)"]
 
 
