@@ -249,6 +249,43 @@ def test_stage_run_pushes_success_and_failure(pushgateway, monkeypatch, tmp_path
             frozenset({"job": "lakehouse_pipeline", "instance": "", "stage": "hooked_failed"}.items())) not in s
 
 
+# --------------------------------------------------------------------- the embedded stack's configuration
+
+@pytest.mark.skipif(PUSHGATEWAY is None or shutil.which("prometheus") is None,
+                    reason="prometheus / prometheus-pushgateway not installed (make system-deps)")
+def test_the_embedded_stack_runs_both_on_loopback_and_its_stages_push_there(tmp_path, monkeypatch):
+    """No stack started: what `up` would run, from the resolved configuration."""
+    from scripts.devstack import services
+    from scripts.devstack.env import PROMETHEUS as PROM_NAME
+    from scripts.devstack.env import PUSHGATEWAY as PGW_NAME
+    from scripts.devstack.env import catalog_services, job_services, resolve_env
+
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    base = {"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env"), "LAKEHOUSE_HOME": str(tmp_path / "home"),
+            "PUSHGATEWAY_PORT": "19091", "PROMETHEUS_PORT": "19090"}
+    env = resolve_env(base)
+    assert env["PUSHGATEWAY_URL"] == "http://127.0.0.1:19091" and env["PROMETHEUS_URL"] == "http://127.0.0.1:19090"
+    assert {PGW_NAME, PROM_NAME} <= set(catalog_services(env))
+    assert PGW_NAME in job_services("hive").split(",") and PROM_NAME not in job_services("hive").split(",")
+    # A loopback URL is the embedded one (the port decides); another one is the user's.
+    assert resolve_env({**base, "PUSHGATEWAY_URL": "http://127.0.0.1:9091"})["PUSHGATEWAY_URL"] == \
+        "http://127.0.0.1:19091"
+    assert resolve_env({**base, "PUSHGATEWAY_URL": "http://pgw.example:9091"})["PUSHGATEWAY_URL"] == \
+        "http://pgw.example:9091"
+
+    pgw, prom = services.pushgateway_service(env), services.prometheus_service(env)
+    assert "--web.listen-address=127.0.0.1:19091" in pgw.argv and "--web.listen-address=127.0.0.1:19090" in prom.argv
+    assert any(a.startswith("--persistence.file=" + str(tmp_path / "home")) for a in pgw.argv)
+    assert any(a.startswith("--storage.tsdb.path=" + str(tmp_path / "home")) for a in prom.argv)
+    assert "--storage.tsdb.retention.time=7d" in prom.argv
+    config = services.prometheus_config(env)
+    scrape = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert scrape["pushgateway"]["honor_labels"] is True
+    assert scrape["pushgateway"]["static_configs"] == [{"targets": ["127.0.0.1:19091"]}]
+    rules = Path(config["rule_files"][0])
+    assert rules.parent == RULES_DIR and sorted(RULES_DIR.glob(rules.name)) == [RULES]  # not the rule tests
+
+
 # --------------------------------------------------------------------- the dashboard on a real Prometheus
 
 PROMETHEUS = shutil.which("prometheus")
