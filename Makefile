@@ -49,7 +49,7 @@ deps: system-deps $(AIRFLOW_VENV)/.installed $(JOBS_VENV)/.installed var/jars/.b
 env: ## Write .env with fresh secrets (never overwrites an existing one)
 	@$(PYTHON) scripts/make_env.py
 
-up: deps env ## Start SeaweedFS, the Hive metastore, Trino, MLflow and Airflow on 127.0.0.1 (each health check with its seconds)
+up: deps env ## Start SeaweedFS, the Hive metastore, Trino, MLflow, the Pushgateway, Prometheus and Airflow on 127.0.0.1 (each health check with its seconds)
 	@echo "==> up: starting the embedded services (progress below; \`make logs\` follows their logs)"
 	@$(STACK) up
 
