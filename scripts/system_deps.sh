@@ -2,7 +2,8 @@
 # Install the Debian packages the project needs, only those missing (idempotent).
 #   Java 17 runs Spark and the Hive metastore; Maven resolves the Spark jars (requirements/jars/pom.xml);
 #   chromium renders the MLflow UI in the browser test; prometheus (for promtool) and
-#   prometheus-pushgateway test the alerting rules and the stage metrics (tests/stack/test_prometheus.py). `bash scripts/system_deps.sh java25` prints the
+#   prometheus-pushgateway test the alerting rules and the stage metrics (tests/stack/test_prometheus.py);
+#   nginx serves the production TLS proxy's template in tests/security/test_tls.py. `bash scripts/system_deps.sh java25` prints the
 #   Java 24+ home Trino needs (TRINO=on), or fails saying so.
 set -euo pipefail
 need=()
@@ -13,6 +14,8 @@ command -v unzip >/dev/null 2>&1 || need+=(unzip)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || need+=(prometheus-pushgateway)
+# The TLS proxy test (issue 17) runs nginx as a foreground process of its own; the package's service is disabled below.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 for extra in "$@"; do
   case "$extra" in
     java25)
@@ -33,8 +36,8 @@ $SUDO apt-get update -qq || true
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 # Debian starts (and enables) the services a package ships; the project runs only its own, on
 # 127.0.0.1, so a freshly installed Prometheus or Pushgateway (0.0.0.0:9090 / :9091) is stopped
-# and disabled again.
-for svc in prometheus prometheus-pushgateway; do
+# and disabled again; so is Debian's nginx (its default site listens on 0.0.0.0:80).
+for svc in prometheus prometheus-pushgateway nginx; do
   case " ${need[*]} " in *" $svc "*) ;; *) continue ;; esac
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true

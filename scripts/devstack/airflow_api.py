@@ -1,4 +1,4 @@
-"""A minimal Airflow 3 REST client (api/v2), authenticated as the stack's admin user.
+"""A minimal Airflow 3 REST client (api/v2), authenticated as the stack's admin user (or another one).
 
 Drives Airflow the way a user would: the real scheduler runs the tasks. Shared by `make demo`,
 `make backfill` and the end-to-end tests. Trade dates map to logical dates through
@@ -31,12 +31,12 @@ def _quoted(run_id: str) -> str:
 class Airflow:
     """The calls the demo, the backfill and the tests make, one method each."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, user: str | None = None):
         self.base = env["AIRFLOW_API_URL"].rstrip("/")
         self.env = env
         self.schedule = env.get("PIPELINE_SCHEDULE") or pipeline_schedule()
         self.timezone = env.get("PIPELINE_TIMEZONE") or pipeline_timezone()
-        self._token = airflow_token(env)
+        self._token = airflow_token(env, user=user)  # the admin unless another role is under test
 
     @property
     def auth_header(self) -> dict[str, str]:

@@ -44,6 +44,7 @@ from scripts.devstack.env import (
     SERVICE_NAMES,
     TRINO,
     StackError,
+    airflow_users,
     alert_receiver_used,
     alerts_file,
     mlflow_auth_on,
@@ -317,16 +318,21 @@ def _up_airflow(env: dict) -> str:
 
 
 def _airflow_login_line(env: dict) -> str:
-    """Show the generated password once; afterwards only where it is kept."""
+    """Show the generated passwords once; afterwards only where they are kept."""
     url = env["AIRFLOW_API_URL"]
-    user = env.get("AIRFLOW_ADMIN_USER") or "admin"
+    users = airflow_users(env)
+    admin = users["admin"]
     pw_file = password_file(env)
     marker = Path(env["AIRFLOW_HOME"]) / ".password_shown"
-    password = airflow_password(env)
-    if password and not marker.exists():
+    passwords = {user: airflow_password(env, user) for user in users.values()}
+    if passwords[admin] and not marker.exists():
         marker.write_text(f"{pw_file}\n")
-        return f"Airflow UI: {url}  user: {user}  password: {password} (generated; stored in {pw_file})"
-    return f"Airflow UI: {url}  user: {user}  password: stored in {pw_file}"
+        others = "".join(f"; {role} user: {user}  password: {passwords[user]}"
+                         for role, user in users.items() if role != "admin" and passwords[user])
+        return (f"Airflow UI: {url}  user: {admin}  password: {passwords[admin]}{others} "
+                f"(generated; stored in {pw_file})")
+    others = ", ".join(f"{role} {user}" for role, user in users.items() if role != "admin")
+    return f"Airflow UI: {url}  user: {admin}  password: stored in {pw_file} (also users {others})"
 
 
 def _filer_line(env: dict) -> str:
@@ -475,9 +481,10 @@ def cmd_status(env: dict) -> int:
 
 def cmd_open(env: dict) -> int:
     """Print the UIs with their login; open them in a browser only where one can show up."""
-    user = env.get("AIRFLOW_ADMIN_USER") or "admin"
+    users = airflow_users(env)
     ui = {"Airflow": env["AIRFLOW_UI_URL"], "MLflow": env["MLFLOW_UI_URL"]}
-    print(f"Airflow UI    : {ui['Airflow']}  (user {user}; generated password in {password_file(env)})")
+    print(f"Airflow UI    : {ui['Airflow']}  (user {users['admin']}, read-only {users['viewer']}, operator "
+          f"{users['op']}; generated passwords in {password_file(env)})")
     print(f"MLflow UI     : {ui['MLflow']}  "
           f"(experiment {env.get('MLFLOW_EXPERIMENT_NAME', '')}; {_mlflow_login_note(env)})")
     print(f"SeaweedFS S3  : {env['MLFLOW_S3_ENDPOINT_URL']}  bucket {env.get('S3_BUCKET', 'lakehouse')} "

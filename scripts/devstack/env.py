@@ -323,6 +323,16 @@ def _s3_file_io(v: dict[str, str]) -> None:
     v["ICEBERG_CATALOG_PROPERTIES"] = json.dumps(props)
 
 
+# Simple auth manager role -> the variable naming its user and that user's default name.
+AIRFLOW_ROLE_USERS = {"admin": ("AIRFLOW_ADMIN_USER", "admin"), "viewer": ("AIRFLOW_VIEWER_USER", "viewer"),
+                      "op": ("AIRFLOW_OP_USER", "operator")}
+
+
+def airflow_users(v: dict) -> dict[str, str]:
+    """Role -> user of the embedded Airflow: the admin, a read-only viewer and an operator (issue 17)."""
+    return {role: v.get(var) or default for role, (var, default) in AIRFLOW_ROLE_USERS.items()}
+
+
 def _airflow_settings(v: dict[str, str], home: Path, overrides: dict[str, str]) -> None:
     """Structural settings are forced (they must match this stack), tunables only defaulted."""
     af_home = home / "airflow"
@@ -342,7 +352,9 @@ def _airflow_settings(v: dict[str, str], home: Path, overrides: dict[str, str]) 
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__API__HOST": LOOPBACK,
         "AIRFLOW__API__PORT": v["AIRFLOW_API_PORT"],
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{v.get('AIRFLOW_ADMIN_USER') or 'admin'}:admin",
+        # Every user gets its password generated into the same file as the admin's (health.password_file).
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{user}:{role}"
+                                                             for role, user in airflow_users(v).items()),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": v.get("SPARK_MASTER") or "local[*]"}),
     })
     tunables = {

@@ -226,17 +226,18 @@ def password_file(env: dict) -> Path:
     return Path(env["AIRFLOW_HOME"]) / PASSWORD_FILE_NAME
 
 
-def airflow_password(env: dict) -> str | None:
+def airflow_password(env: dict, user: str | None = None) -> str | None:
+    """The generated password of ``user`` (default: the admin)."""
     try:
-        return json.loads(password_file(env).read_text()).get(env.get("AIRFLOW_ADMIN_USER") or "admin")
+        return json.loads(password_file(env).read_text()).get(user or env.get("AIRFLOW_ADMIN_USER") or "admin")
     except (FileNotFoundError, ValueError):
         return None
 
 
-def airflow_token(env: dict, password: str | None = None) -> str:
-    """A JWT for the Airflow REST API as the admin user (POST /auth/token)."""
-    user = env.get("AIRFLOW_ADMIN_USER") or "admin"
-    password = password if password is not None else airflow_password(env)
+def airflow_token(env: dict, password: str | None = None, user: str | None = None) -> str:
+    """A JWT for the Airflow REST API (POST /auth/token), as the admin unless ``user`` is given."""
+    user = user or env.get("AIRFLOW_ADMIN_USER") or "admin"
+    password = password if password is not None else airflow_password(env, user)
     if password is None:
         raise StackError(f"no generated Airflow password in {password_file(env)} (is the stack up?)")
     status, body = http_json("POST", f"{env['AIRFLOW_API_URL']}/auth/token",

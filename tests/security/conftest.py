@@ -2,9 +2,10 @@
 
 All services (SeaweedFS, the Hive metastore, MLflow with its login on, the alert receiver and
 Airflow's four processes) on free 127.0.0.1 ports, started once per session through `stack.py up`
-(scripts/devstack/temporary.py) and always taken down. Airflow gets an empty DAG folder: the
-attempts need its api-server and the plugin, not the pipeline. The stack runs with the demo's
-umask, so the private-files check judges what the product creates.
+(scripts/devstack/temporary.py) and always taken down. Airflow's DAG folder holds only a one-task
+probe DAG (test_roles.py triggers and clears it as each role): the attempts need its api-server
+and the plugin, not the pipeline. The stack runs with the demo's umask, so the private-files check
+judges what the product creates.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from security_support import ROLES_DAG, ROLES_DAG_SOURCE
 
 from jobs import contract
 from scripts.devstack.temporary import Stack, running_stack
@@ -23,6 +25,7 @@ from scripts.devstack.temporary import Stack, running_stack
 def stack(request) -> Stack:
     root = Path(tempfile.mkdtemp(prefix="lakehouse-security-"))
     (root / "dags").mkdir()
+    (root / "dags" / f"{ROLES_DAG}.py").write_text(ROLES_DAG_SOURCE)
     settings = {contract.MLFLOW_AUTH_SWITCH: "on", "LAKEHOUSE_DAGS_FOLDER": str(root / "dags")}
     umask = os.umask(0o077)
     try:
