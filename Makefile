@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback lint test test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog
+.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback backup restore lint test test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -77,6 +77,12 @@ backfill: ## Rerun ml_pipeline for trade dates FROM..TO (YYYY-MM-DD, both includ
 
 rollback: ## Serve the previous model again: swap the champion and previous aliases
 	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.ops.rollback_champion
+
+backup: deps env ## Archive the stack's state (Airflow, MLflow, warehouse, catalog, RAW) into BACKUP_DIR; BACKUP_ARGS='--include-secrets --force'
+	@$(STACK) backup $(BACKUP_ARGS)
+
+restore: deps ## Restore a backup into the stopped stack: make restore [BACKUP=path|latest], then make up
+	@$(STACK) restore $(or $(BACKUP),latest)
 
 lint: ## Ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, Airflow AIR rules; pyproject.toml)
 	@test -x $(JOBS_VENV)/bin/ruff || { echo "ruff is installed by make deps (in $(JOBS_VENV))"; exit 2; }

@@ -8,6 +8,7 @@ $LAKEHOUSE_HOME, so `down` plus deleting that folder is a full reset.
     .venv-jobs/bin/python scripts/stack.py stop SERVICE... | start SERVICE...   (seaweedfs, mlflow, airflow, ...)
     .venv-jobs/bin/python scripts/stack.py open | logs [SERVICE] [--no-follow]
     .venv-jobs/bin/python scripts/stack.py sql [TRINO CLI ARGS]   (the Trino CLI on catalog hive_prod)
+    .venv-jobs/bin/python scripts/stack.py backup [--include-secrets] [--force] | restore [ARCHIVE|latest]
 
 `up` prints what it starts and how long each health check took (progress on stderr, results on
 stdout); `status` shows each process's health, port, pid and memory; `open` the UIs and their
@@ -582,7 +583,45 @@ def cmd_run(env: dict, argv: list[str]) -> int:
 
 
 USAGE = ("usage: stack.py {up|down|status|env|open|logs [SERVICE]|sql [CLI ARGS]|run -- CMD...|"
-         "stop SERVICE...|start SERVICE...}")
+         "stop SERVICE...|start SERVICE...|backup [--include-secrets] [--force]|restore [ARCHIVE|latest]}")
+
+
+def cmd_backup(env: dict, argv: list[str]) -> int:
+    """Quiesce the stack, archive its state, start it again (scripts/devstack/backup.py)."""
+    from scripts.devstack import backup
+
+    unknown = [a for a in argv if a not in ("--include-secrets", "--force")]
+    if unknown:
+        print(f"stack.py backup: unknown argument(s) {' '.join(unknown)}\n{USAGE}", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    archive, pruned = backup.backup(env, cmd_down, cmd_up, include_secrets="--include-secrets" in argv,
+                                    force="--force" in argv)
+    manifest = backup.read_manifest(archive)
+    for name, comp in manifest["components"].items():
+        print(f"  {name:<16}{len(comp['files']):>6} files  {comp['bytes'] / 1e6:>9.1f} MB")
+    print(f"backup: {archive} ({archive.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t0:.1f}s"
+          f"{', secrets included' if manifest['includes_secrets'] else ', no secrets'})")
+    for old in pruned:
+        print(f"backup: removed {old.name} (BACKUP_KEEP={backup.backup_keep(env)})")
+    return 0
+
+
+def cmd_restore(env: dict, argv: list[str]) -> int:
+    """Unpack a backup into LAKEHOUSE_HOME (the stack stopped); `up` starts the restored state."""
+    from scripts.devstack import backup
+
+    if len(argv) > 1:
+        print(USAGE, file=sys.stderr)
+        return 2
+    archive = backup.resolve_archive(env, argv[0] if argv else "latest")
+    manifest = backup.read_manifest(archive)
+    aside = backup.restore(env, archive)
+    print(f"restore: {archive.name} (made {manifest['created_at']}, commit {manifest.get('git_commit') or '?'}) "
+          f"into {env['LAKEHOUSE_HOME']}")
+    print(f"restore: the state it replaced is in {aside}" if aside.exists() else "restore: nothing was replaced")
+    print("restore: done; `make up` starts the restored stack")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "env": cmd_env, "open": cmd_open}
-    with_names = {"start": cmd_start, "stop": cmd_stop, "logs": cmd_logs, "sql": cmd_sql}
+    with_names = {"start": cmd_start, "stop": cmd_stop, "logs": cmd_logs, "sql": cmd_sql,
+                  "backup": cmd_backup, "restore": cmd_restore}
     if command not in commands and command not in with_names and command != "run":
         print(USAGE, file=sys.stderr)
         return 2
