@@ -64,7 +64,8 @@ COMPONENTS = (
     Component("airflow", "airflow", ("airflow.db", "logs/**")),
     Component("airflow-secrets", "airflow", ("simple_auth_manager_passwords.json.generated",), secret=True),
     Component("mlflow", "mlflow", ("*.db",)),
-    Component("seaweedfs", "seaweedfs", ("data/**",)),
+    # mini.options is weed mini's record of its last flags (ports included), written at every start.
+    Component("seaweedfs", "seaweedfs", ("data/**",), ("data/mini.options",)),
     Component("hive-metastore", "hive-metastore", ("metastore_db/**",), ("*.lck", "metastore_db/tmp/**")),
     Component("iceberg-catalog", "iceberg", ("**",)),
     Component("raw", "raw", ("**",)),

@@ -49,6 +49,7 @@ def fake_home(tmp_path: Path) -> dict:
     (home / "seaweedfs" / "data").mkdir(parents=True)
     (home / "seaweedfs" / "data" / "1.dat").write_bytes(os.urandom(4096))
     (home / "seaweedfs" / "s3.json").write_text('{"identities": "written from .env at every start"}')
+    (home / "seaweedfs" / "data" / "mini.options").write_text("s3.port=1234\n")  # weed mini's last flags
     (home / "hive-metastore" / "metastore_db" / "seg0").mkdir(parents=True)
     (home / "hive-metastore" / "metastore_db" / "seg0" / "c10.dat").write_bytes(b"derby")
     (home / "hive-metastore" / "metastore_db" / "db.lck").write_bytes(b"lock")
@@ -70,7 +71,8 @@ def test_an_archive_holds_the_state_and_leaves_out_what_is_regenerated_and_the_s
     names = members(archive)
     assert {"airflow/airflow.db", "airflow/logs/dag_id=x/attempt=1.log", "seaweedfs/data/1.dat",
             "hive-metastore/metastore_db/seg0/c10.dat", backup.MANIFEST} <= names
-    for left_out in ("airflow/airflow.cfg", "seaweedfs/s3.json", "airflow/airflow.db-wal",
+    for left_out in ("airflow/airflow.cfg", "seaweedfs/s3.json", "seaweedfs/data/mini.options",
+                     "airflow/airflow.db-wal",
                      "hive-metastore/metastore_db/db.lck", "secrets/.env",
                      "airflow-secrets/simple_auth_manager_passwords.json.generated"):
         assert left_out not in names
