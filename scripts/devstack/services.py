@@ -58,6 +58,9 @@ def remove_sockets(env: dict) -> None:
         Path(_socket_path(env, name)).unlink(missing_ok=True)
 
 
+SEAWEEDFS_GOMEMLIMIT_DEFAULT = "320MiB"
+
+
 def seaweedfs_service(env: dict) -> Service:
     d = dirs(env)
     port = {name: int(env[var]) for name, (var, _) in SEAWEEDFS_PORTS.items()}
@@ -87,7 +90,9 @@ def seaweedfs_service(env: dict) -> Service:
     for var, p in ports:
         if not 0 < p < 65536:
             raise StackError(f"{var}={p} is not a valid port")
-    return Service("seaweedfs", "seaweedfs", argv, d["seaweedfs"], ports)
+    # GOMEMLIMIT bounds the heap Go lets grow to twice its live size between collections (.env.example).
+    limit = {"GOMEMLIMIT": env.get("SEAWEEDFS_GOMEMLIMIT") or SEAWEEDFS_GOMEMLIMIT_DEFAULT}
+    return Service("seaweedfs", "seaweedfs", argv, d["seaweedfs"], ports, limit)
 
 
 def write_s3_identities(env: dict) -> Path:
