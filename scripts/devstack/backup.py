@@ -146,8 +146,9 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def write_archive(env: dict, out_dir: Path, include_secrets: bool = False, now: dt.datetime | None = None) -> Path:
-    """The archive of a quiesced stack (no service may be writing: see `backup`)."""
+def write_archive(env: dict, out_dir: Path, include_secrets: bool = False, now: dt.datetime | None = None
+                  ) -> tuple[Path, dict]:
+    """The archive of a quiesced stack (no service may be writing: see `backup`), and its manifest."""
     now = now or dt.datetime.now(dt.UTC)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = f"{PREFIX}{now:%Y%m%dT%H%M%S}Z"
@@ -182,7 +183,7 @@ def write_archive(env: dict, out_dir: Path, include_secrets: bool = False, now: 
         info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o600
         tar.addfile(info, io.BytesIO(data))
     partial.rename(target)  # a crash mid-write leaves a dot-file, never a truncated archive
-    return target
+    return target, manifest
 
 
 def archives(out_dir: Path) -> list[Path]:
@@ -222,8 +223,8 @@ def active_runs(env: dict) -> list[str]:
 
 def backup(env: dict, stop: Callable[[dict], object], start: Callable[[dict, list[str]], object], *,
            out_dir: Path | None = None, keep: int | None = None, include_secrets: bool = False,
-           force: bool = False) -> tuple[Path, list[Path]]:
-    """Quiesce, archive, start again what ran, prune. Returns the archive and the pruned ones."""
+           force: bool = False) -> tuple[Path, dict, list[Path]]:
+    """Quiesce, archive, start again what ran, prune. Returns the archive, its manifest, the pruned ones."""
     out_dir = out_dir or backup_dir(env)
     keep = keep or backup_keep(env)
     running = running_services(env)
@@ -233,22 +234,26 @@ def backup(env: dict, stop: Callable[[dict], object], start: Callable[[dict, lis
     if running:
         stop(env)
     try:
-        archive = write_archive(env, out_dir, include_secrets)
+        archive, manifest = write_archive(env, out_dir, include_secrets)
     finally:
         if running:
             start(env, running)
-    return archive, prune(out_dir, keep)
+    return archive, manifest, prune(out_dir, keep)
 
 
 def read_manifest(archive: Path) -> dict:
     with tarfile.open(archive, "r:gz") as tar:
-        try:
-            member = tar.extractfile(MANIFEST)
-        except KeyError:
-            member = None
-        if member is None:
-            raise StackError(f"{archive} has no {MANIFEST}: not a lakehouse backup")
-        manifest = json.loads(member.read())
+        return _manifest_of(tar, archive)
+
+
+def _manifest_of(tar: tarfile.TarFile, archive: Path) -> dict:
+    try:
+        member = tar.extractfile(MANIFEST)
+    except KeyError:
+        member = None
+    if member is None:
+        raise StackError(f"{archive} has no {MANIFEST}: not a lakehouse backup")
+    manifest = json.loads(member.read())
     if manifest.get("format") != FORMAT_VERSION:
         raise StackError(f"{archive}: backup format {manifest.get('format')}, this version reads {FORMAT_VERSION}")
     return manifest
@@ -266,16 +271,16 @@ def resolve_archive(env: dict, which: str) -> Path:
     return path
 
 
-def restore(env: dict, archive: Path, now: dt.datetime | None = None) -> Path:
-    """Unpacks `archive` into LAKEHOUSE_HOME, the folders it replaces moved aside first (returned)."""
+def restore(env: dict, archive: Path, now: dt.datetime | None = None) -> tuple[Path, dict]:
+    """Unpacks `archive` into LAKEHOUSE_HOME; returns where the state it replaced went, and the manifest."""
     if running := running_services(env):
         raise StackError(f"services still running ({', '.join(running)}): `make down` first")
-    manifest = read_manifest(archive)
     known = {c.name: c for c in COMPONENTS}
     now = now or dt.datetime.now(dt.UTC)
     aside = Path(env["LAKEHOUSE_HOME"]) / f"pre-restore-{now:%Y%m%dT%H%M%S}Z"
     with tarfile.open(archive, "r:gz") as tar:
         members = {m.name: m for m in tar.getmembers()}
+        manifest = _manifest_of(tar, archive)
         for name, entry in manifest["components"].items():
             if name not in known:
                 raise StackError(f"{archive}: unknown component {name!r} (made by a newer version?)")
@@ -299,4 +304,4 @@ def restore(env: dict, archive: Path, now: dt.datetime | None = None) -> Path:
                 os.chmod(dest, 0o600)
                 if _sha256(dest) != f["sha256"]:
                     raise StackError(f"{dest}: checksum differs from the manifest's")
-    return aside
+    return aside, manifest

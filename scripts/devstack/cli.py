@@ -595,9 +595,8 @@ def cmd_backup(env: dict, argv: list[str]) -> int:
         print(f"stack.py backup: unknown argument(s) {' '.join(unknown)}\n{USAGE}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    archive, pruned = backup.backup(env, cmd_down, cmd_up, include_secrets="--include-secrets" in argv,
-                                    force="--force" in argv)
-    manifest = backup.read_manifest(archive)
+    archive, manifest, pruned = backup.backup(env, cmd_down, cmd_up, include_secrets="--include-secrets" in argv,
+                                              force="--force" in argv)
     for name, comp in manifest["components"].items():
         print(f"  {name:<16}{len(comp['files']):>6} files  {comp['bytes'] / 1e6:>9.1f} MB")
     print(f"backup: {archive} ({archive.stat().st_size / 1e6:.1f} MB, {time.monotonic() - t0:.1f}s"
@@ -615,8 +614,7 @@ def cmd_restore(env: dict, argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     archive = backup.resolve_archive(env, argv[0] if argv else "latest")
-    manifest = backup.read_manifest(archive)
-    aside = backup.restore(env, archive)
+    aside, manifest = backup.restore(env, archive)
     print(f"restore: {archive.name} (made {manifest['created_at']}, commit {manifest.get('git_commit') or '?'}) "
           f"into {env['LAKEHOUSE_HOME']}")
     print(f"restore: the state it replaced is in {aside}" if aside.exists() else "restore: nothing was replaced")

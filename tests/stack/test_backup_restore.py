@@ -18,12 +18,13 @@ import shutil
 import sqlite3
 import stat
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
+from nights_support import wait_until
 
 from scripts.devstack import backup
+from scripts.devstack.airflow_api import Airflow
 from scripts.devstack.env import StackError
 
 DRILL_TABLE = "backup_drill"
@@ -66,7 +67,7 @@ def members(archive: Path) -> set[str]:
 
 def test_an_archive_holds_the_state_and_leaves_out_what_is_regenerated_and_the_secrets(tmp_path):
     f = fake_home(tmp_path)
-    archive = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]))
+    archive, _ = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]))
     f["db"].close()
     names = members(archive)
     assert {"airflow/airflow.db", "airflow/logs/dag_id=x/attempt=1.log", "seaweedfs/data/1.dat",
@@ -89,7 +90,7 @@ def test_an_archive_holds_the_state_and_leaves_out_what_is_regenerated_and_the_s
 
 def test_secrets_go_in_only_when_asked_for(tmp_path):
     f = fake_home(tmp_path)
-    archive = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]), include_secrets=True)
+    archive, _ = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]), include_secrets=True)
     names = members(archive)
     assert {"airflow-secrets/simple_auth_manager_passwords.json.generated", "secrets/.env"} <= names
     assert backup.read_manifest(archive)["includes_secrets"] is True
@@ -99,12 +100,12 @@ def test_retention_keeps_the_newest_and_a_restore_moves_the_replaced_state_aside
     f = fake_home(tmp_path)
     out = Path(f["env"]["BACKUP_DIR"])
     t0 = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
-    made = [backup.write_archive(f["env"], out, now=t0 + dt.timedelta(days=i)) for i in range(3)]
+    made = [backup.write_archive(f["env"], out, now=t0 + dt.timedelta(days=i))[0] for i in range(3)]
     assert backup.prune(out, keep=2) == made[:1] and backup.archives(out) == made[1:]
     assert backup.resolve_archive(f["env"], "latest") == made[-1]
     (f["home"] / "seaweedfs" / "data" / "1.dat").write_bytes(b"written after the backup")
     assert (f["home"] / "airflow" / "airflow.db-wal").exists()  # the connection is still open
-    aside = backup.restore(f["env"], made[-1], now=t0 + dt.timedelta(days=9))
+    aside, _ = backup.restore(f["env"], made[-1], now=t0 + dt.timedelta(days=9))
     assert (f["home"] / "seaweedfs" / "data" / "1.dat").read_bytes() != b"written after the backup"
     assert (aside / "seaweedfs" / "data" / "1.dat").read_bytes() == b"written after the backup"
     assert (aside / "airflow" / "airflow.db-wal").exists()  # the old WAL never meets the restored database
@@ -117,7 +118,7 @@ def test_retention_keeps_the_newest_and_a_restore_moves_the_replaced_state_aside
 
 def test_a_damaged_or_foreign_archive_is_refused_before_anything_moves(tmp_path):
     f = fake_home(tmp_path)
-    archive = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]))
+    archive, _ = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]))
     f["db"].close()
     manifest = backup.read_manifest(archive)
     manifest["components"]["seaweedfs"]["files"].append({"path": "data/9.dat", "bytes": 1, "sha256": "0"})
@@ -144,30 +145,10 @@ def test_a_damaged_or_foreign_archive_is_refused_before_anything_moves(tmp_path)
 # ------------------------------------------------------------------------------ the drill, real stack
 
 
-def _wait(condition, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)  # poll interval; the condition above is what is waited on
-
-
-def _probe_run(env: dict, dag_id: str) -> str:
-    from scripts.devstack.airflow_api import Airflow
-
-    airflow = Airflow(env)
+def _probe_run(airflow, dag_id: str) -> str:
     status, body = airflow.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})
     assert status in (200, 201), body
     return body["dag_run_id"]
-
-
-def _run_state(env: dict, dag_id: str, run_id: str) -> str | None:
-    from scripts.devstack.airflow_api import Airflow
-
-    return Airflow(env).run_state(run_id, dag_id=dag_id)
 
 
 def _night(stack) -> dict:
@@ -200,11 +181,12 @@ def _night(stack) -> dict:
     version = client.create_model_version(MODEL, f"{run.info.artifact_uri}/report", run_id=run.info.run_id)
     client.set_registered_model_alias(MODEL, "champion", version.version)
 
-    run_id = _probe_run(stack.env, "stack_probe")
-    _wait(lambda: _run_state(stack.env, "stack_probe", run_id) in ("success", "failed"), 180, "the probe run")
+    airflow = Airflow(stack.env)
+    run_id = _probe_run(airflow, "stack_probe")
+    wait_until(lambda: airflow.run_state(run_id, dag_id="stack_probe") in ("success", "failed"), 180, "the probe run")
     return {"snapshots": [s.snapshot_id for s in table.snapshots()], "rows": table.scan().to_arrow().num_rows,
             "mlflow_run": run.info.run_id, "version": version.version, "airflow_run": run_id,
-            "airflow_state": _run_state(stack.env, "stack_probe", run_id)}
+            "airflow_state": airflow.run_state(run_id, dag_id="stack_probe")}
 
 
 def _read_back(stack, night: dict) -> dict:
@@ -221,7 +203,7 @@ def _read_back(stack, night: dict) -> dict:
     return {"snapshots": [s.snapshot_id for s in table.snapshots()], "rows": table.scan().to_arrow().num_rows,
             "metric": run.data.metrics.get("holdout_auc"), "artifact": text,
             "champion": client.get_model_version_by_alias(MODEL, "champion").version,
-            "airflow_state": _run_state(stack.env, "stack_probe", night["airflow_run"])}
+            "airflow_state": Airflow(stack.env).run_state(night["airflow_run"], dag_id="stack_probe")}
 
 
 @pytest.fixture
@@ -236,8 +218,10 @@ def stack_env(stack):
 def test_a_backup_waits_for_no_night_half_written(stack_env, tmp_path):
     """A run in flight: the backup refuses (and names it) instead of archiving half a night."""
     stack = stack_env
-    run_id = _probe_run(stack.env, "stack_probe_serial")
-    _wait(lambda: _run_state(stack.env, "stack_probe_serial", run_id) == "running", 120, "the serial run to start")
+    airflow = Airflow(stack.env)
+    run_id = _probe_run(airflow, "stack_probe_serial")
+    wait_until(lambda: airflow.run_state(run_id, dag_id="stack_probe_serial") == "running", 120,
+               "the serial run to start")
     try:
         refused = stack.cli("backup", env_overrides={"BACKUP_DIR": str(tmp_path)})
         assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -245,7 +229,8 @@ def test_a_backup_waits_for_no_night_half_written(stack_env, tmp_path):
         assert backup.archives(tmp_path) == []
     finally:
         (Path(stack.env["LAKEHOUSE_HOME"]) / f"release-{run_id}").write_text("")
-    _wait(lambda: _run_state(stack.env, "stack_probe_serial", run_id) == "success", 180, "the serial run to end")
+    wait_until(lambda: airflow.run_state(run_id, dag_id="stack_probe_serial") == "success", 180,
+               "the serial run to end")
 
 
 def test_restore_drill_a_lost_home_comes_back_with_runs_champion_snapshots_and_rows(stack_env):
@@ -275,8 +260,9 @@ def test_restore_drill_a_lost_home_comes_back_with_runs_champion_snapshots_and_r
     assert up.returncode == 0, up.stdout + up.stderr
     assert _read_back(stack, night) == before
     # The restored stack keeps working: a new Airflow run, a new commit on the restored table.
-    run_id = _probe_run(stack.env, "stack_probe")
-    _wait(lambda: _run_state(stack.env, "stack_probe", run_id) == "success", 180, "a run after the restore")
+    airflow = Airflow(stack.env)  # the restored stack generated new passwords: a new login
+    run_id = _probe_run(airflow, "stack_probe")
+    wait_until(lambda: airflow.run_state(run_id, dag_id="stack_probe") == "success", 180, "a run after the restore")
     import pyarrow as pa
 
     from jobs.lakehouse.settings import Settings
