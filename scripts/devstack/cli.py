@@ -170,16 +170,22 @@ def _up_seaweedfs(env: dict) -> str:
     return state
 
 
+def _start_if_stopped(env: dict, svc, what: str, prepare=None) -> str:
+    """Start ``svc`` unless its process runs: its config written first by ``prepare``, one progress line."""
+    if read_pid(env, svc.name) is not None:
+        return "already running"
+    if prepare:
+        prepare(env)
+    progress(f"{svc.name}: starting {what} (log: {log_path(env, svc.name)})")
+    start_service(env, svc)
+    return "started"
+
+
 def _up_hive_metastore(env: dict) -> str:
     """The catalog hive_prod: its Derby schema is created on the first start (~10-60 s)."""
     svc = hive_metastore_service(env)
-    state = "already running"
-    if read_pid(env, svc.name) is None:
-        write_hive_site(env)
-        progress(f"{svc.name}: starting the Hive metastore on {LOOPBACK}:{env['HIVE_METASTORE_PORT']} "
-                 f"(log: {log_path(env, svc.name)})")
-        start_service(env, svc)
-        state = "started"
+    state = _start_if_stopped(env, svc, f"the Hive metastore on {LOOPBACK}:{env['HIVE_METASTORE_PORT']}",
+                              write_hive_site)
     _wait(env, [svc.name], lambda: hive_metastore_health(env), "the Hive metastore", _timeout(240))
     return state
 
@@ -187,13 +193,8 @@ def _up_hive_metastore(env: dict) -> str:
 def _up_trino(env: dict) -> str:
     """Trino over hive_prod; healthy once it answers a query through that catalog (~20-40 s)."""
     svc = trino_service(env)
-    state = "already running"
-    if read_pid(env, svc.name) is None:
-        write_trino_config(env)
-        progress(f"{svc.name}: starting Trino on {trino_url(env)} with Java {env['TRINO_JAVA_HOME']} "
-                 f"(log: {log_path(env, svc.name)})")
-        start_service(env, svc)
-        state = "started"
+    state = _start_if_stopped(env, svc, f"Trino on {trino_url(env)} with Java {env['TRINO_JAVA_HOME']}",
+                              write_trino_config)
     _wait(env, [svc.name], lambda: trino_health(env), "Trino", _timeout(180))
     return state
 
@@ -208,13 +209,8 @@ def _trino_off_line(env: dict) -> str | None:
 
 def _up_mlflow(env: dict) -> str:
     svc = mlflow_service(env)
-    state = "already running"
-    if read_pid(env, svc.name) is None:
-        write_mlflow_auth_ini(env)
-        progress(f"mlflow: starting the tracking server{' with login (MLFLOW_AUTH=on)' if mlflow_auth_on(env) else ''} "
-                 f"(log: {log_path(env, svc.name)})")
-        start_service(env, svc)
-        state = "started"
+    login = " with login (MLFLOW_AUTH=on)" if mlflow_auth_on(env) else ""
+    state = _start_if_stopped(env, svc, f"the tracking server{login}", write_mlflow_auth_ini)
     _wait(env, [svc.name], lambda: mlflow_health(env), "MLflow", _timeout(120))
     if mlflow_auth_on(env):
         _mlflow_auth_init(env)  # the pipeline's user, experiment and grants, as the admin
@@ -243,23 +239,14 @@ def _mlflow_login_note(env: dict) -> str:
 
 def _up_pushgateway(env: dict) -> str:
     svc = pushgateway_service(env)
-    state = "already running"
-    if read_pid(env, svc.name) is None:
-        progress(f"{svc.name}: starting on {env['PUSHGATEWAY_URL']} (log: {log_path(env, svc.name)})")
-        start_service(env, svc)
-        state = "started"
+    state = _start_if_stopped(env, svc, f"on {env['PUSHGATEWAY_URL']}")
     _wait(env, [svc.name], lambda: pushgateway_health(env), "the Pushgateway", _timeout(30))
     return state
 
 
 def _up_prometheus(env: dict) -> str:
     svc = prometheus_service(env)
-    state = "already running"
-    if read_pid(env, svc.name) is None:
-        config = write_prometheus_config(env)
-        progress(f"{svc.name}: starting on {env['PROMETHEUS_URL']} with {config} (log: {log_path(env, svc.name)})")
-        start_service(env, svc)
-        state = "started"
+    state = _start_if_stopped(env, svc, f"on {env['PROMETHEUS_URL']}", write_prometheus_config)
     _wait(env, [svc.name], lambda: prometheus_health(env), "Prometheus", _timeout(60))
     return state
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from jobs import contract
-from scripts.devstack.env import AIRFLOW_COMPONENTS, LOOPBACK, StackError
+from scripts.devstack.env import AIRFLOW_COMPONENTS, LOOPBACK, StackError, pushgateway_url
 
 PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
 # Health keys of /api/v2/monitor/health for each long-running Airflow process.
@@ -175,15 +175,20 @@ def ensure_experiment(env: dict) -> str:
 # The Pushgateway and Prometheus
 # --------------------------------------------------------------------------------------------------
 
-def pushgateway_health(env: dict) -> tuple[bool, str]:
-    status, _ = http_get(f"http://{LOOPBACK}:{env['PUSHGATEWAY_PORT']}/-/ready")
+def _ready(base_url: str) -> tuple[bool, str]:
+    """Both speak Prometheus's /-/ready convention."""
+    status, _ = http_get(f"{base_url}/-/ready")
     return status == 200, "ok" if status == 200 else f"GET /-/ready returned {status or 'no answer'}"
+
+
+def pushgateway_health(env: dict) -> tuple[bool, str]:
+    """The embedded one, whatever PUSHGATEWAY_URL the stages were given."""
+    return _ready(pushgateway_url(env))
 
 
 def prometheus_health(env: dict) -> tuple[bool, str]:
     """Ready means the TSDB is open and the rules loaded (a rule file that does not parse stops it)."""
-    status, _ = http_get(f"{env['PROMETHEUS_URL']}/-/ready")
-    return status == 200, "ok" if status == 200 else f"GET /-/ready returned {status or 'no answer'}"
+    return _ready(env["PROMETHEUS_URL"])
 
 
 # --------------------------------------------------------------------------------------------------
