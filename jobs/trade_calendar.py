@@ -79,3 +79,11 @@ def closed_reason(day: dt.date) -> str | None:
 
 def is_trading_day(day: dt.date) -> bool:
     return closed_reason(day) is None
+
+
+def next_trading_day(day: dt.date) -> dt.date:
+    """The first KRX session after ``day``: the date a nightly run must finish next once ``day`` is done."""
+    nxt = day + dt.timedelta(days=1)
+    while not is_trading_day(nxt):
+        nxt += dt.timedelta(days=1)
+    return nxt

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jobs.contract import env
+from jobs.trade_calendar import next_trading_day
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ RUN_FAMILIES = {
 SUCCESS_FAMILIES = {
     "lakehouse_stage_last_success_timestamp_seconds": "When the stage last succeeded (Unix time)",
     "lakehouse_last_success_trade_date_timestamp_seconds": "Trade date of the stage's last success (midnight UTC)",
+    # What the deadline alert compares with: KRX holidays and weekends are known here, not in Prometheus.
+    "lakehouse_next_trade_date_timestamp_seconds":
+        "First KRX trading day after the stage's last successful trade date (midnight UTC)",
     "lakehouse_stage_rows_in": "Rows read by the stage's last successful run",
     "lakehouse_stage_rows_out": "Rows written by the stage's last successful run",
     "lakehouse_stage_rows_rejected": "Rows set aside (quarantined) by the stage's last successful run",
@@ -111,6 +115,8 @@ def families(fig: StageFigures):
         out += [
             gauge("lakehouse_stage_last_success_timestamp_seconds", ended, SUCCESS_FAMILIES),
             gauge("lakehouse_last_success_trade_date_timestamp_seconds", date_timestamp(fig.trade_date),
+                  SUCCESS_FAMILIES),
+            gauge("lakehouse_next_trade_date_timestamp_seconds", date_timestamp(next_trading_day(fig.trade_date)),
                   SUCCESS_FAMILIES),
             gauge("lakehouse_stage_rows_in", fig.rows_in, SUCCESS_FAMILIES),
             gauge("lakehouse_stage_rows_out", fig.rows_out, SUCCESS_FAMILIES),

@@ -43,6 +43,7 @@ from scripts.devstack.env import (
     PROMETHEUS,
     PUSHGATEWAY,
     SERVICE_NAMES,
+    STATSD_EXPORTER,
     TRINO,
     StackError,
     airflow_users,
@@ -66,6 +67,7 @@ from scripts.devstack.health import (
     prometheus_health,
     pushgateway_health,
     seaweedfs_health,
+    statsd_exporter_health,
 )
 from scripts.devstack.processes import dirs, failure, log_path, memory_mb, read_pid, start_service, stop_services
 from scripts.devstack.services import (
@@ -75,14 +77,15 @@ from scripts.devstack.services import (
     hive_metastore_service,
     mlflow_service,
     parse_services,
+    prepare_mlflow,
     prometheus_service,
     pushgateway_service,
     remove_sockets,
     seaweedfs_service,
     selected_services,
     service_processes,
+    statsd_exporter_service,
     write_hive_site,
-    write_mlflow_auth_ini,
     write_prometheus_config,
     write_s3_identities,
     write_seaweedfs_security,
@@ -210,7 +213,7 @@ def _trino_off_line(env: dict) -> str | None:
 def _up_mlflow(env: dict) -> str:
     svc = mlflow_service(env)
     login = " with login (MLFLOW_AUTH=on)" if mlflow_auth_on(env) else ""
-    state = _start_if_stopped(env, svc, f"the tracking server{login}", write_mlflow_auth_ini)
+    state = _start_if_stopped(env, svc, f"the tracking server{login}", prepare_mlflow)
     _wait(env, [svc.name], lambda: mlflow_health(env), "MLflow", _timeout(120))
     if mlflow_auth_on(env):
         _mlflow_auth_init(env)  # the pipeline's user, experiment and grants, as the admin
@@ -248,6 +251,13 @@ def _up_prometheus(env: dict) -> str:
     svc = prometheus_service(env)
     state = _start_if_stopped(env, svc, f"on {env['PROMETHEUS_URL']}", write_prometheus_config)
     _wait(env, [svc.name], lambda: prometheus_health(env), "Prometheus", _timeout(60))
+    return state
+
+
+def _up_statsd_exporter(env: dict) -> str:
+    svc = statsd_exporter_service(env)
+    state = _start_if_stopped(env, svc, f"for Airflow's metrics (StatsD on udp {LOOPBACK}:{env['STATSD_PORT']})")
+    _wait(env, [svc.name], lambda: statsd_exporter_health(env), "statsd_exporter", _timeout(30))
     return state
 
 
@@ -349,6 +359,8 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
         lines.append(f"Pushgateway: {env['PUSHGATEWAY_URL']}  (every stage pushes its figures there)")
     if PROMETHEUS in services:
         lines.append(f"Prometheus: {env['PROMETHEUS_URL']}  (alert rules: {env['PROMETHEUS_URL']}/alerts)")
+    if STATSD_EXPORTER in services:
+        lines.append(f"Airflow's metrics: http://{LOOPBACK}:{env['STATSD_EXPORTER_PORT']}/metrics  (statsd_exporter)")
     if "airflow" in services:
         lines.append(_airflow_login_line(env))
         if alert_receiver_used(env):
@@ -373,7 +385,7 @@ def cmd_up(env: dict, services: list[str] | None = None) -> int:
         print(line, flush=True)
     for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore), (TRINO, _up_trino),
                       ("mlflow", _up_mlflow), (PUSHGATEWAY, _up_pushgateway), (PROMETHEUS, _up_prometheus),
-                      ("airflow", _up_airflow)):
+                      (STATSD_EXPORTER, _up_statsd_exporter), ("airflow", _up_airflow)):
         if label not in services:
             continue
         t0 = time.monotonic()
@@ -420,8 +432,8 @@ def cmd_down(env: dict) -> int:
     stopped = []
     # Airflow first (its tasks may still write to MLflow/S3), then MLflow, Trino, the catalog, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
-                  ["airflow-api-server"], [ALERT_RECEIVER], [PROMETHEUS], [PUSHGATEWAY], ["mlflow"], [TRINO],
-                  [HIVE_METASTORE], ["seaweedfs"]):
+                  ["airflow-api-server"], [ALERT_RECEIVER], [STATSD_EXPORTER], [PROMETHEUS], [PUSHGATEWAY],
+                  ["mlflow"], [TRINO], [HIVE_METASTORE], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -430,7 +442,7 @@ def cmd_down(env: dict) -> int:
 
 def cmd_status(env: dict) -> int:
     health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False, TRINO: False,
-                               PUSHGATEWAY: False, PROMETHEUS: False}
+                               PUSHGATEWAY: False, PROMETHEUS: False, STATSD_EXPORTER: False}
     pids = {svc.name: read_pid(env, svc.name) for svc in all_services(env)}
     if pids["seaweedfs"]:
         health["seaweedfs"] = seaweedfs_health(env)[0]
@@ -444,6 +456,8 @@ def cmd_status(env: dict) -> int:
         health[PUSHGATEWAY] = pushgateway_health(env)[0]
     if pids.get(PROMETHEUS):
         health[PROMETHEUS] = prometheus_health(env)[0]
+    if pids.get(STATSD_EXPORTER):
+        health[STATSD_EXPORTER] = statsd_exporter_health(env)[0]
     if ALERT_RECEIVER in pids:
         health[ALERT_RECEIVER] = bool(pids[ALERT_RECEIVER]) and alert_receiver_health(env)[0]
     comps = airflow_health(env)[0] if pids["airflow-api-server"] else {}
@@ -452,7 +466,8 @@ def cmd_status(env: dict) -> int:
     ports = {"seaweedfs": env["SEAWEEDFS_S3_PORT"], "mlflow": env["MLFLOW_PORT"],
              HIVE_METASTORE: env["HIVE_METASTORE_PORT"], TRINO: env["TRINO_PORT"],
              "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"],
-             PUSHGATEWAY: env["PUSHGATEWAY_PORT"], PROMETHEUS: env["PROMETHEUS_PORT"]}
+             PUSHGATEWAY: env["PUSHGATEWAY_PORT"], PROMETHEUS: env["PROMETHEUS_PORT"],
+             STATSD_EXPORTER: env["STATSD_EXPORTER_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")

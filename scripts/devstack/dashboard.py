@@ -1,6 +1,7 @@
 """The Grafana dashboard's queries, run against a real Prometheus (Grafana itself is not installed here).
 
-The dashboard is kept as JSON (docker/grafana/dashboards/lakehouse-pipeline.json). A panel whose
+The dashboards are kept as JSON (docker/grafana/dashboards: the pipeline's figures, and the platform's,
+Airflow and MLflow). A panel whose
 query returns no series shows "No data" in Grafana; `panels_without_data` finds those by running
 each panel's query as an instant query, with Grafana's variables replaced by concrete values.
 Standard library only: tests/stack, tests/e2e and tests/deploy use it from either environment.
@@ -17,6 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "docker" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "lakehouse-pipeline.json"
+# Airflow's own metrics (through statsd_exporter) and MLflow's /metrics.
+PLATFORM_DASHBOARD = GRAFANA / "dashboards" / "lakehouse-platform.json"
+DASHBOARDS = (DASHBOARD, PLATFORM_DASHBOARD)
 DATASOURCE_FILE = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DATASOURCE_UID = "lakehouse-prometheus"
 

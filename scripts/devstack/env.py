@@ -45,11 +45,17 @@ TRINO = "trino"
 # run when installed (metrics_services), before Airflow so the first task's push is kept.
 PUSHGATEWAY = "pushgateway"
 PROMETHEUS = "prometheus"
-SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", PUSHGATEWAY, PROMETHEUS, "airflow")
+# statsd_exporter turns Airflow's own StatsD metrics into Prometheus series (built by make deps into
+# var/bin from requirements/go/statsd_exporter.txt); it starts before Airflow so no early metric is lost.
+STATSD_EXPORTER = "statsd-exporter"
+SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", PUSHGATEWAY, PROMETHEUS, STATSD_EXPORTER, "airflow")
 PUSHGATEWAY_DEFAULT_PORT = 9091
 PROMETHEUS_DEFAULT_PORT = 9090
+STATSD_EXPORTER_DEFAULT_PORT = 9102  # its /metrics (HTTP, TCP)
+STATSD_DEFAULT_PORT = 9125  # where Airflow sends StatsD (UDP)
 # Debian's package names the Pushgateway binary prometheus-pushgateway; upstream's is pushgateway.
-METRICS_BINARIES = {PUSHGATEWAY: ("prometheus-pushgateway", "pushgateway"), PROMETHEUS: ("prometheus",)}
+METRICS_BINARIES = {PUSHGATEWAY: ("prometheus-pushgateway", "pushgateway"), PROMETHEUS: ("prometheus",),
+                    STATSD_EXPORTER: (str(REPO / "var" / "bin" / "statsd_exporter"), "statsd_exporter")}
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
@@ -82,7 +88,7 @@ def mlflow_auth_ini(env: dict) -> Path:
 
 
 def metrics_binary(name: str) -> str | None:
-    """Path of the Pushgateway's or Prometheus's binary (make system-deps), None when not installed."""
+    """Path of the Pushgateway's, Prometheus's or statsd_exporter's binary (make deps), None when missing."""
     return next((found for b in METRICS_BINARIES[name] if (found := shutil.which(b))), None)
 
 
@@ -99,10 +105,11 @@ def catalog_services(env: dict) -> tuple[str, ...]:
 
 def job_services(catalog: str) -> str:
     """LAKEHOUSE_SERVICES of a stack that only Spark stages use (bench, fault drills): what the stages
-    reach (storage, the catalog's metastore if any, MLflow, the Pushgateway), without Airflow, Trino and
-    Prometheus. Derived from catalog_services so the metastore rule lives in one place."""
+    reach (storage, the catalog's metastore if any, MLflow, the Pushgateway), without Airflow, Trino,
+    Prometheus and Airflow's statsd_exporter. Derived from catalog_services so the metastore rule lives
+    in one place."""
     return ",".join(n for n in catalog_services({"LAKEHOUSE_CATALOG": catalog, "TRINO": "off"})
-                    if n not in ("airflow", PROMETHEUS))
+                    if n not in ("airflow", PROMETHEUS, STATSD_EXPORTER))
 
 
 def alert_receiver_url(env: dict) -> str:
@@ -268,6 +275,8 @@ def _port_defaults(v: dict[str, str]) -> None:
     v["ALERT_RECEIVER_PORT"] = v.get("ALERT_RECEIVER_PORT") or str(ALERT_RECEIVER_DEFAULT_PORT)
     v["PUSHGATEWAY_PORT"] = v.get("PUSHGATEWAY_PORT") or str(PUSHGATEWAY_DEFAULT_PORT)
     v["PROMETHEUS_PORT"] = v.get("PROMETHEUS_PORT") or str(PROMETHEUS_DEFAULT_PORT)
+    v["STATSD_EXPORTER_PORT"] = v.get("STATSD_EXPORTER_PORT") or str(STATSD_EXPORTER_DEFAULT_PORT)
+    v["STATSD_PORT"] = v.get("STATSD_PORT") or str(STATSD_DEFAULT_PORT)
     for key in [k for k in v if k.endswith("_PORT")]:
         if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key not in OPTIONAL_PORTS):
             raise StackError(f"{key}={v[key]!r} is not a valid port")
@@ -366,6 +375,20 @@ def _airflow_settings(v: dict[str, str], home: Path, overrides: dict[str, str]) 
     }
     for key, default in tunables.items():
         v[key] = overrides.get(key) or v.get(key) or os.environ.get(key) or default
+    if metrics_binary(STATSD_EXPORTER):
+        v.update(airflow_statsd_settings(LOOPBACK, v["STATSD_PORT"]))
+
+
+def airflow_statsd_settings(host: str, port: str) -> dict[str, str]:
+    """Airflow's metrics over StatsD to statsd_exporter, as the production compose sets them.
+
+    Current names with InfluxDB-style tags (dag_id, task_id, state) instead of the legacy names that
+    put ids into the name, so every series has bounded labels; run_id and job_id are never sent.
+    """
+    return {"AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": host,
+            "AIRFLOW__METRICS__STATSD_PORT": str(port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+            "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True", "AIRFLOW__METRICS__LEGACY_NAMES_ON": "False",
+            "AIRFLOW__METRICS__STATSD_DISABLED_TAGS": "job_id,run_id"}
 
 
 def process_env(env: dict[str, str]) -> dict[str, str]:

@@ -186,6 +186,10 @@ def pushgateway_health(env: dict) -> tuple[bool, str]:
     return _ready(pushgateway_url(env))
 
 
+def statsd_exporter_health(env: dict) -> tuple[bool, str]:
+    return _ready(f"http://{LOOPBACK}:{env['STATSD_EXPORTER_PORT']}")
+
+
 def prometheus_health(env: dict) -> tuple[bool, str]:
     """Ready means the TSDB is open and the rules loaded (a rule file that does not parse stops it)."""
     return _ready(env["PROMETHEUS_URL"])

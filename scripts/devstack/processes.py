@@ -38,7 +38,8 @@ def dirs(env: dict) -> dict[str, Path]:
     return {"home": home, "run": home / "run", "logs": home / "logs", "seaweedfs": home / "seaweedfs",
             "mlflow": home / "mlflow", "airflow": Path(env["AIRFLOW_HOME"]), "iceberg": home / "iceberg",
             "raw": home / "raw", "hive-metastore": home / "hive-metastore", "trino": home / "trino",
-            "pushgateway": home / "pushgateway", "prometheus": home / "prometheus"}
+            "pushgateway": home / "pushgateway", "prometheus": home / "prometheus",
+            "statsd-exporter": home / "statsd-exporter"}
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -2,7 +2,8 @@
 
 SeaweedFS (`weed mini`: master, volume, filer, S3), the Hive metastore of catalog hive_prod
 (LAKEHOUSE_CATALOG=hive), Trino over it (scripts/devstack/trino.py), the MLflow server, the
-Pushgateway and Prometheus (Debian's binaries) and Airflow's four components, all bound to 127.0.0.1.
+Pushgateway and Prometheus (Debian's binaries), statsd_exporter for Airflow's own metrics and
+Airflow's four components, all bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -28,6 +30,7 @@ from scripts.devstack.env import (
     REPO,
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
+    STATSD_EXPORTER,
     TRINO,
     StackError,
     alert_receiver_used,
@@ -235,6 +238,8 @@ def mlflow_service(env: dict) -> Service:
         "--backend-store-uri", f"sqlite:///{d['mlflow'] / 'mlflow.db'}",
         "--artifacts-destination", env["MLFLOW_ARTIFACTS_DESTINATION"],
         "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port},{LOOPBACK},localhost",
+        # MLflow's own request metrics on /metrics (prometheus-flask-exporter, multiprocess files here).
+        "--expose-prometheus", str(mlflow_metrics_dir(env)),
     ]
     # Job execution (GenAI scorers) spawns extra huey workers we do not use.
     extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -244,6 +249,18 @@ def mlflow_service(env: dict) -> Service:
         argv += ["--app-name", contract.MLFLOW_AUTH_APP]
         extra["MLFLOW_AUTH_CONFIG_PATH"] = str(mlflow_auth_ini(env))
     return Service("mlflow", "mlflow", argv, d["mlflow"], [("MLFLOW_PORT", int(port))], extra)
+
+
+def mlflow_metrics_dir(env: dict) -> Path:
+    return dirs(env)["mlflow"] / "prometheus-metrics"
+
+
+def prepare_mlflow(env: dict) -> None:
+    """Before MLflow starts: its login config, and no metric files of an earlier process (prometheus_client's
+    multiprocess mode would add a dead process's counters to the new one's)."""
+    write_mlflow_auth_ini(env)
+    shutil.rmtree(mlflow_metrics_dir(env), ignore_errors=True)
+    mlflow_metrics_dir(env).mkdir(parents=True)
 
 
 def write_mlflow_auth_ini(env: dict) -> Path | None:
@@ -308,16 +325,36 @@ def pushgateway_service(env: dict) -> Service:
     return Service(PUSHGATEWAY, PUSHGATEWAY, argv, d, [("PUSHGATEWAY_PORT", port)])
 
 
+STATSD_MAPPINGS = REPO / "docker" / "statsd-exporter" / "airflow-mappings.yml"
+
+
+def mlflow_scrape_password_file(env: dict) -> Path:
+    return dirs(env)["prometheus"] / "mlflow_admin_password"
+
+
 def prometheus_config(env: dict) -> dict:
-    """Scrapes the embedded Pushgateway as the production one (honor_labels keeps job/stage), and itself."""
+    """The production compose's scrape jobs on this stack's ports: the Pushgateway (honor_labels keeps
+    job/stage), MLflow's /metrics, Airflow's metrics through statsd_exporter, and Prometheus itself.
+
+    With MLFLOW_AUTH=on MLflow's basic-auth app lets only admins read /metrics (it denies routes without a
+    permission rule), so Prometheus logs in as the admin from a 0600 password file (README "Operating it").
+    """
+    jobs = [{"job_name": "pushgateway", "honor_labels": True,
+             "static_configs": [{"targets": [f"{LOOPBACK}:{env['PUSHGATEWAY_PORT']}"]}]}]
+    if env.get("MLFLOW_PORT"):  # every resolved env has it; a test's Prometheus over a bare Pushgateway not
+        mlflow = {"job_name": "mlflow", "static_configs": [{"targets": [f"{LOOPBACK}:{env['MLFLOW_PORT']}"]}]}
+        if mlflow_auth_on(env):
+            mlflow["basic_auth"] = {"username": env["MLFLOW_ADMIN_USER"],
+                                    "password_file": str(mlflow_scrape_password_file(env))}
+        jobs.append(mlflow)
+    if env.get("STATSD_EXPORTER_PORT") and metrics_binary(STATSD_EXPORTER):
+        jobs.append({"job_name": "airflow",
+                     "static_configs": [{"targets": [f"{LOOPBACK}:{env['STATSD_EXPORTER_PORT']}"]}]})
+    jobs.append({"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{env['PROMETHEUS_PORT']}"]}]})
     return {
         "global": {"scrape_interval": EMBEDDED_SCRAPE_INTERVAL, "evaluation_interval": EMBEDDED_SCRAPE_INTERVAL},
         "rule_files": [str(RULES_DIR / "*.rules.yml")],
-        "scrape_configs": [
-            {"job_name": "pushgateway", "honor_labels": True,
-             "static_configs": [{"targets": [f"{LOOPBACK}:{env['PUSHGATEWAY_PORT']}"]}]},
-            {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{env['PROMETHEUS_PORT']}"]}]},
-        ],
+        "scrape_configs": jobs,
     }
 
 
@@ -325,8 +362,23 @@ def write_prometheus_config(env: dict) -> Path:
     """prometheus.yml, rewritten on every start (the ports may change); JSON is valid YAML."""
     path = dirs(env)["prometheus"] / "prometheus.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
+    secret = mlflow_scrape_password_file(env)
+    if mlflow_auth_on(env):
+        write_private(secret, env["MLFLOW_ADMIN_PASSWORD"])
+    else:
+        secret.unlink(missing_ok=True)
     path.write_text(json.dumps(prometheus_config(env), indent=2) + "\n")
     return path
+
+
+def statsd_exporter_service(env: dict) -> Service:
+    """Airflow's StatsD in on STATSD_PORT (UDP only), Prometheus series out on STATSD_EXPORTER_PORT."""
+    d = dirs(env)[STATSD_EXPORTER]
+    port = int(env["STATSD_EXPORTER_PORT"])
+    argv = [metrics_binary(STATSD_EXPORTER) or "statsd_exporter", f"--web.listen-address={LOOPBACK}:{port}",
+            f"--statsd.listen-udp={LOOPBACK}:{env['STATSD_PORT']}", "--statsd.listen-tcp=",
+            f"--statsd.mapping-config={STATSD_MAPPINGS}"]
+    return Service(STATSD_EXPORTER, STATSD_EXPORTER, argv, d, [("STATSD_EXPORTER_PORT", port)])
 
 
 def prometheus_service(env: dict) -> Service:
@@ -345,7 +397,8 @@ def all_services(env: dict) -> list[Service]:
     metastore = [hive_metastore_service(env)] if HIVE_METASTORE in running else []
     trino = [trino_service(env)] if TRINO in running else []
     metrics = [*([pushgateway_service(env)] if PUSHGATEWAY in running else []),
-               *([prometheus_service(env)] if PROMETHEUS in running else [])]
+               *([prometheus_service(env)] if PROMETHEUS in running else []),
+               *([statsd_exporter_service(env)] if STATSD_EXPORTER in running else [])]
     return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *metrics, *receiver,
             *airflow_services(env)]
 

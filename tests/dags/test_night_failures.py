@@ -56,6 +56,19 @@ def test_the_days_around_them_are_trading_days(day):
     assert closed_reason(dt.date.fromisoformat(day)) is None
 
 
+@pytest.mark.parametrize(("day", "due_next"), [
+    ("2026-09-22", "2026-09-23"),  # Tuesday -> Wednesday
+    ("2026-09-23", "2026-09-28"),  # Wednesday -> Monday, over Chuseok (24th, 25th) and the weekend
+    ("2026-11-27", "2026-11-30"),  # Friday -> Monday
+    ("2026-12-30", "2027-01-04"),  # over the end-of-year holiday and New Year into the next year
+])
+def test_the_next_trading_day_is_the_date_the_deadline_alert_waits_for(day, due_next):
+    """Pushed as lakehouse_next_trade_date_timestamp_seconds; Prometheus's deadline rule compares it."""
+    from jobs.trade_calendar import next_trading_day
+
+    assert next_trading_day(dt.date.fromisoformat(day)) == dt.date.fromisoformat(due_next)
+
+
 def context_for(dag, *, logical_date=None, params=None, events=None, ti=None):
     dag_run = SimpleNamespace(dag_id=dag.dag_id, run_id="scheduled__x", logical_date=logical_date,
                               run_after=logical_date)

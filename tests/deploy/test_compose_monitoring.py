@@ -95,3 +95,49 @@ def test_grafana_provisions_the_datasource_and_the_dashboards_folder(compose):
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == dotenv.read_env_file(ENV_EXAMPLE)["GRAFANA_ADMIN_PASSWORD"]
     assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith(dotenv.PLACEHOLDER)  # no secret in git
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+# ------------------------------------------------------------------- Airflow's and MLflow's own metrics
+
+def test_airflow_sends_statsd_as_the_embedded_stack_does(compose):
+    """One source of truth: the compose's AIRFLOW__METRICS__* are the embedded stack's, host aside."""
+    from scripts.devstack.env import airflow_statsd_settings
+
+    expected = airflow_statsd_settings("statsd-exporter", "9125")
+    for name in AIRFLOW_SERVICES:
+        env = service_env(compose, name)
+        assert {k: env.get(k) for k in expected} == expected, name
+    command = compose["services"]["statsd-exporter"]["command"]
+    assert f"--statsd.listen-udp=:{expected['AIRFLOW__METRICS__STATSD_PORT']}" in command
+    assert "--statsd.listen-tcp=" in command
+
+
+def test_statsd_exporter_is_the_version_make_deps_builds_with_the_repositorys_mapping(compose):
+    svc = compose["services"]["statsd-exporter"]
+    pinned = next(line for line in (REPO / "requirements" / "go" / "statsd_exporter.txt").read_text().splitlines()
+                  if line.startswith("github.com/"))
+    assert svc["image"] == f"prom/statsd-exporter:{pinned.split('@')[1]}", (svc["image"], pinned)
+    mounts = _mounts(svc)
+    assert mounts == {"/etc/statsd-exporter/airflow-mappings.yml": "./docker/statsd-exporter/airflow-mappings.yml"}
+    assert f"--statsd.mapping-config={next(iter(mounts))}" in svc["command"]
+    assert "ports" not in svc, "Airflow's metrics stay on the compose network (Prometheus scrapes them)"
+    assert svc["healthcheck"]["test"][-1] == "http://localhost:9102/-/ready"
+
+
+def test_prometheus_scrapes_mlflow_as_its_admin_and_airflow_through_the_exporter(compose):
+    config = yaml.safe_load((REPO / "docker" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["airflow"]["static_configs"][0]["targets"] == ["statsd-exporter:9102"]
+    assert "--web.listen-address=:9102" in compose["services"]["statsd-exporter"]["command"]
+    # MLflow: /metrics behind its basic-auth app, the admin's password from .env via a compose config.
+    mlflow = compose["services"]["mlflow"]
+    assert "--expose-prometheus=/mlflow-metrics" in mlflow["command"] and "/mlflow-metrics" in mlflow["tmpfs"]
+    assert jobs["mlflow"]["static_configs"][0]["targets"] == ["mlflow:5000"]
+    auth = jobs["mlflow"]["basic_auth"]
+    assert "password" not in auth, "no password in the repository"
+    assert auth["username"] == service_env(compose, "mlflow-auth-init")["MLFLOW_ADMIN_USER"]
+    mount = next(c for c in compose["services"]["prometheus"]["configs"] if c["source"] == "mlflow-scrape-password")
+    assert mount["target"] == auth["password_file"] and mount["uid"] == "65534" and mount["mode"] == 0o400
+    content = compose["configs"]["mlflow-scrape-password"]["content"]
+    assert content == dotenv.read_env_file(ENV_EXAMPLE)["MLFLOW_ADMIN_PASSWORD"]
+    assert content.startswith(dotenv.PLACEHOLDER)

@@ -53,7 +53,7 @@ def test_unknown_services_are_refused_before_anything_changes(stack):
     stop = stack.cli("stop", "mlflow", "postgres")
     assert stop.returncode == 1
     assert ("unknown service(s) postgres; choose from seaweedfs, hive-metastore, trino, mlflow, pushgateway, "
-            "prometheus, airflow") in stop.stderr
+            "prometheus, statsd-exporter, airflow") in stop.stderr
     assert mlflow_health(stack.env)[0], "a refused stop must not stop the valid names either"
     up = stack.cli("up", env_overrides={"LAKEHOUSE_SERVICES": "seaweedfs,hive"})
     assert up.returncode == 1 and "unknown service(s) hive" in up.stderr

@@ -33,7 +33,7 @@ JOB = 'job="lakehouse_pipeline"'
 def test_rules_are_valid_and_pass_their_unit_tests():
     check = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
+    assert "SUCCESS: 9 rules found" in check.stdout
     tested = subprocess.run([PROMTOOL, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
                             timeout=60, cwd=RULES_DIR)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -284,6 +284,42 @@ def test_the_embedded_stack_runs_both_on_loopback_and_its_stages_push_there(tmp_
     assert scrape["pushgateway"]["static_configs"] == [{"targets": ["127.0.0.1:19091"]}]
     rules = Path(config["rule_files"][0])
     assert rules.parent == RULES_DIR and sorted(RULES_DIR.glob(rules.name)) == [RULES]  # not the rule tests
+
+
+def test_airflow_and_mlflow_metrics_are_wired_on_loopback(tmp_path, monkeypatch):
+    """No stack started: statsd_exporter for Airflow (when make deps built it) and MLflow's /metrics, scraped
+    by the embedded Prometheus; with MLFLOW_AUTH=on as MLflow's admin from a 0600 file (never in the config)."""
+    from scripts.devstack import services
+    from scripts.devstack.env import STATSD_EXPORTER, catalog_services, job_services, metrics_binary, resolve_env
+
+    if metrics_binary(STATSD_EXPORTER) is None:  # make deps says why when it cannot build it
+        pytest.skip("statsd_exporter not built (make deps builds it with Go into var/bin)")
+    base = {"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env"), "LAKEHOUSE_HOME": str(tmp_path / "home"),
+            "STATSD_EXPORTER_PORT": "19102", "STATSD_PORT": "19125", "MLFLOW_PORT": "15000"}
+    env = resolve_env(base)
+    assert STATSD_EXPORTER in catalog_services(env) and STATSD_EXPORTER not in job_services("hive").split(",")
+    assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"
+    assert (env["AIRFLOW__METRICS__STATSD_HOST"], env["AIRFLOW__METRICS__STATSD_PORT"]) == ("127.0.0.1", "19125")
+    exporter = services.statsd_exporter_service(env)
+    assert {"--web.listen-address=127.0.0.1:19102", "--statsd.listen-udp=127.0.0.1:19125",
+            "--statsd.listen-tcp="} <= set(exporter.argv)
+    mlflow = services.mlflow_service(env)
+    assert mlflow.argv[mlflow.argv.index("--expose-prometheus") + 1] == str(services.mlflow_metrics_dir(env))
+    scrape = {job["job_name"]: job for job in services.prometheus_config(env)["scrape_configs"]}
+    assert scrape["airflow"]["static_configs"] == [{"targets": ["127.0.0.1:19102"]}]
+    assert scrape["mlflow"]["static_configs"] == [{"targets": ["127.0.0.1:15000"]}]
+    assert "basic_auth" not in scrape["mlflow"]
+
+    monkeypatch.setenv("MLFLOW_AUTH", "on")
+    secured = resolve_env(base)
+    path = services.write_prometheus_config(secured)
+    auth = {job["job_name"]: job for job in json.loads(path.read_text())["scrape_configs"]}["mlflow"]["basic_auth"]
+    secret = Path(auth["password_file"])
+    assert auth["username"] == secured["MLFLOW_ADMIN_USER"] and secured["MLFLOW_ADMIN_PASSWORD"] not in path.read_text()
+    assert secret.read_text() == secured["MLFLOW_ADMIN_PASSWORD"] and secret.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("MLFLOW_AUTH", "off")
+    services.write_prometheus_config(resolve_env(base))
+    assert not secret.exists(), "the admin's password stays only while Prometheus needs it"
 
 
 # --------------------------------------------------------------------- the dashboard on a real Prometheus

@@ -132,8 +132,10 @@ def test_up_printed_the_password_once_and_is_idempotent(stack):
     pids = {p.name: p.read_text() for p in (stack.home / "run").glob("*.pid")}
     # SeaweedFS, MLflow, the alert receiver and Airflow's four processes, plus the Hive metastore
     # (LAKEHOUSE_CATALOG=hive, the default), Trino (when the machine has a Java 24+ for it) and the
-    # Pushgateway and Prometheus (when Debian's binaries are installed: make system-deps)
-    optional = set(stack.started_services) & {"hive-metastore", "trino", "pushgateway", "prometheus"}
+    # Pushgateway and Prometheus (when Debian's binaries are installed: make system-deps) and
+    # statsd_exporter (when make deps could build it)
+    optional = set(stack.started_services) & {"hive-metastore", "trino", "pushgateway", "prometheus",
+                                              "statsd-exporter"}
     assert "hive-metastore" in optional
     assert len(pids) == 7 + len(optional), sorted(pids)
 
@@ -149,7 +151,7 @@ def test_status_exits_zero_when_healthy(stack):
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("seaweedfs", "hive-metastore", "mlflow", "alert-receiver", "airflow-api-server", "airflow-scheduler",
                  "airflow-dag-processor", "airflow-triggerer",
-                 *set(stack.started_services) & {"pushgateway", "prometheus"}):
+                 *set(stack.started_services) & {"pushgateway", "prometheus", "statsd-exporter"}):
         line = next(line for line in out.stdout.splitlines() if line.startswith(name + " "))
         assert line.endswith("healthy") and "unhealthy" not in line
 
@@ -249,6 +251,70 @@ def test_airflow_task_runs_with_the_pipeline_environment(stack):
     for key in stack.probe_keys:
         assert seen[key] == stack.env[key], key
     assert seen["which spark-submit"] == stack.env["SPARK_SUBMIT_BINARY"]
+
+
+def _probe_run(stack) -> str:
+    """One stack_probe run through the real scheduler, to its end; its final state."""
+    deadline = time.monotonic() + 90
+    while not any(d["dag_id"] == "stack_probe" for d in _api(stack, "GET", "/dags?dag_id_pattern=stack_probe")["dags"]):
+        assert time.monotonic() < deadline, "stack_probe DAG was never parsed"
+        time.sleep(1)  # the dag-processor picks new files up within its refresh interval
+    run = _api(stack, "POST", "/dags/stack_probe/dagRuns", {"logical_date": None})
+    state = run["state"]
+    while state not in ("success", "failed"):
+        assert time.monotonic() < deadline + 60, f"stack_probe run still {state}"
+        time.sleep(1)
+        state = _api(stack, "GET", f"/dags/stack_probe/dagRuns/{run['dag_run_id']}")["state"]
+    return state
+
+
+def _series(stack, expr: str) -> list[dict]:
+    from scripts.devstack.dashboard import instant_query
+
+    return instant_query(stack.env["PROMETHEUS_URL"], expr)
+
+
+def test_airflow_and_mlflow_metrics_reach_prometheus(stack):
+    """Airflow's StatsD (through statsd_exporter) and MLflow's /metrics land in the stack's Prometheus with
+    bounded labels, and every panel of the platform dashboard has data (issue 17, item 1)."""
+    from nights_support import wait_until
+
+    from scripts.devstack.dashboard import PLATFORM_DASHBOARD, panels_without_data
+
+    started = set(stack.started_services)
+    if not {"prometheus", "statsd-exporter"} <= started:
+        pytest.skip(f"no Prometheus or statsd_exporter in this stack (started: {sorted(started)}; make deps)")
+    assert _probe_run(stack) == "success"
+    finished = 'airflow_task_finished_total{job="airflow", dag_id="stack_probe", task_id="dump_env", state="success"}'
+    seen = wait_until(lambda: _series(stack, finished), 60, "the probe task's finish in Prometheus")
+    assert float(seen[0]["value"][1]) >= 1
+    durations = _series(stack, 'airflow_task_duration_seconds_count{job="airflow", dag_id="stack_probe"}')
+    assert [r["metric"]["task_id"] for r in durations] == ["dump_env"], durations
+    # No series of Airflow's carries a run or job id (they would grow without bound).
+    labels = {k for r in _series(stack, '{job="airflow"}') for k in r["metric"]}
+    assert labels and not labels & {"run_id", "job_id"}, labels
+    assert wait_until(lambda: _series(stack, 'rate(airflow_scheduler_heartbeats_total{job="airflow"}[1m]) > 0'),
+                      60, "scheduler heartbeats")
+
+    # MLflow: requests of our own, then its counters by status.
+    for _ in range(3):
+        status, _ = stack_health.http_get(f"{stack.env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/experiments/search"
+                                          "?max_results=1")
+        assert status == 200
+    ok_requests = 'sum(mlflow_http_request_total{job="mlflow", method="GET", status="200"}) >= 3'
+    assert wait_until(lambda: _series(stack, ok_requests), 60, "MLflow's request counter in Prometheus")
+    assert _series(stack, 'up{job="mlflow"}')[0]["value"][1] == "1"
+
+    empty: list[str] = []
+
+    def every_panel_has_data() -> bool:
+        empty[:] = panels_without_data(stack.env["PROMETHEUS_URL"], PLATFORM_DASHBOARD)
+        return not empty
+
+    try:
+        wait_until(every_panel_has_data, 60, "data in every platform panel")
+    except TimeoutError:
+        pytest.fail(f"platform dashboard panels without data: {empty}")
 
 
 def test_env_and_run(stack):
