@@ -5,6 +5,11 @@ PYTHON ?= python3
 AIRFLOW_VENV := .venv-airflow
 JOBS_VENV := .venv-jobs
 STACK := $(JOBS_VENV)/bin/python scripts/stack.py
+# make up PROFILE=cluster (any stack target): the production compose's shape on this machine (README).
+PROFILE ?=
+ifneq ($(PROFILE),)
+export LAKEHOUSE_PROFILE := $(PROFILE)
+endif
 # Each slow step of `make deps` says what runs, that it still runs, and how long it took.
 STEP := bash scripts/step.sh
 PYTEST_ARGS ?=
@@ -137,5 +142,5 @@ bench: deps ## Measure tracking overhead, 10x scaling, Spark vs DuckDB and stack
 bench-catalog: deps ## Stage times and stack memory of the hive catalog (metastore, S3) vs jdbc (SQLite, folder) -> bench/catalog_cost.json
 	$(JOBS_VENV)/bin/python -m bench.stage_fixed --compare catalog --out bench/catalog_cost.json
 
-clean: down ## Stop services and delete all embedded data (var/stack)
-	rm -rf var/stack
+clean: down ## Stop services and delete all embedded data (var/stack, var/stack-cluster with PROFILE=cluster)
+	rm -rf var/stack$(if $(filter cluster,$(PROFILE)),-cluster)

@@ -56,6 +56,15 @@ STATSD_DEFAULT_PORT = 9125  # where Airflow sends StatsD (UDP)
 # Debian's package names the Pushgateway binary prometheus-pushgateway; upstream's is pushgateway.
 METRICS_BINARIES = {PUSHGATEWAY: ("prometheus-pushgateway", "pushgateway"), PROMETHEUS: ("prometheus",),
                     STATSD_EXPORTER: (str(REPO / "var" / "bin" / "statsd_exporter"), "statsd_exporter")}
+# LAKEHOUSE_PROFILE (make up PROFILE=...): default = the light stack (LocalExecutor and SQLite for
+# Airflow, SQLite for MLflow, Spark local[*]); cluster = the production compose's shape on this machine
+# (issue 15): Postgres, Redis, Airflow's CeleryExecutor with Celery workers, a Spark standalone master
+# with workers. Each profile keeps its state in its own LAKEHOUSE_HOME default.
+PROFILES = ("default", "cluster")
+DEFAULT_PROFILE = "default"
+PROFILE_HOMES = {"default": "./var/stack", "cluster": "./var/stack-cluster"}
+# Services only the cluster profile runs (filled in as issue 15 adds them).
+CLUSTER_SERVICES: tuple[str, ...] = ()
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
@@ -92,15 +101,25 @@ def metrics_binary(name: str) -> str | None:
     return next((found for b in METRICS_BINARIES[name] if (found := shutil.which(b))), None)
 
 
+def profile(env: dict) -> str:
+    return env.get("LAKEHOUSE_PROFILE") or DEFAULT_PROFILE
+
+
+def cluster_profile(env: dict) -> bool:
+    return profile(env) == "cluster"
+
+
 def catalog_services(env: dict) -> tuple[str, ...]:
     """SERVICE_NAMES this configuration runs: the metastore only behind the hive catalog, Trino when on,
-    the Pushgateway and Prometheus when their binaries are installed."""
+    the Pushgateway, Prometheus and statsd_exporter when their binaries are installed, the cluster
+    profile's engines only in that profile."""
     from scripts.devstack.trino import trino_on
 
     hive = env.get("LAKEHOUSE_CATALOG") == "hive"
     return tuple(n for n in SERVICE_NAMES
                  if (n != HIVE_METASTORE or hive) and (n != TRINO or trino_on(env))
-                 and (n not in METRICS_BINARIES or metrics_binary(n)))
+                 and (n not in METRICS_BINARIES or metrics_binary(n))
+                 and (n not in CLUSTER_SERVICES or cluster_profile(env)))
 
 
 def job_services(catalog: str) -> str:
@@ -191,7 +210,13 @@ def resolve_env(overrides: dict | None = None) -> dict[str, str]:
     if placeholders:
         raise StackError(f"{env_file}: placeholder values left in {', '.join(placeholders)}; run `make env`")
 
-    home = _repo_path(v.get("LAKEHOUSE_HOME") or "./var/stack")
+    chosen = (v.get("LAKEHOUSE_PROFILE") or DEFAULT_PROFILE).strip().lower()
+    if chosen not in PROFILES:
+        raise StackError(f"LAKEHOUSE_PROFILE (make ... PROFILE=) must be one of {', '.join(PROFILES)}, got {chosen!r}")
+    v["LAKEHOUSE_PROFILE"] = chosen
+    # Empty, or the default an older .env spelt out, means the profile's own folder.
+    given = (v.get("LAKEHOUSE_HOME") or "").strip()
+    home = _repo_path(PROFILE_HOMES[chosen] if given in ("", PROFILE_HOMES[DEFAULT_PROFILE]) else given)
     v["LAKEHOUSE_HOME"] = str(home)
     v["LAKEHOUSE_REPO"] = str(REPO)
     v["LAKEHOUSE_ENV_FILE"] = str(env_file)

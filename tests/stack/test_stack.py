@@ -123,6 +123,23 @@ def test_resolve_env_embedded_defaults(tmp_path, monkeypatch):
     assert env["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
 
 
+def test_each_profile_keeps_its_own_home_and_unknown_ones_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAKEHOUSE_PROFILE", raising=False)
+    monkeypatch.delenv("LAKEHOUSE_HOME", raising=False)
+    base = {"LAKEHOUSE_ENV_FILE": str(tmp_path / ".env")}
+    assert resolve_env(base)["LAKEHOUSE_HOME"] == str(REPO / "var" / "stack")
+    cluster = resolve_env({**base, "LAKEHOUSE_PROFILE": "Cluster"})
+    assert cluster["LAKEHOUSE_PROFILE"] == "cluster"
+    assert cluster["LAKEHOUSE_HOME"] == str(REPO / "var" / "stack-cluster")
+    # An older .env spells out the default's folder: still the profile's own; any other folder is kept.
+    assert resolve_env({**base, "LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_HOME": "./var/stack"})["LAKEHOUSE_HOME"] \
+        == str(REPO / "var" / "stack-cluster")
+    assert resolve_env({**base, "LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_HOME": "var/mine"})["LAKEHOUSE_HOME"] \
+        == str(REPO / "var" / "mine")
+    with pytest.raises(StackError, match="LAKEHOUSE_PROFILE .* must be one of default, cluster, got 'k8s'"):
+        resolve_env({**base, "LAKEHOUSE_PROFILE": "k8s"})
+
+
 # -------------------------------------------------------------------------------------- the stack
 
 
