@@ -105,7 +105,7 @@ test-deps: ## Debian Chromium for the browser check of the MLflow UI
 
 test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
-	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/security tests/faults tests/e2e -q -m "not drill" --durations=15 $(PYTEST_ARGS)
+	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/security tests/faults tests/cluster tests/e2e -q -m "not drill" --durations=15 $(PYTEST_ARGS)
 
 test-drills: deps ## The long rerun and backfill drills left out of make test (three reruns, backfills of the last and of every date; ~40 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q -m drill --durations=5 $(PYTEST_ARGS)

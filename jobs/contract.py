@@ -311,17 +311,26 @@ SPARK_STAGE_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
 }
-# With a local master the driver listens on the loopback interface only (on a cluster, executors
-# must reach the driver's host, so Spark's default stays).
+# With a local master, or a standalone master on this machine's loopback (the cluster profile),
+# the driver listens on the loopback interface only; on a real cluster executors must reach the
+# driver's host, so Spark's default stays.
 SPARK_LOCAL_DRIVER_CONF = {
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.host": "127.0.0.1",
 }
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def spark_master_on_this_machine(master: str | None) -> bool:
+    master = (master or "").strip()
+    if master.startswith("local"):
+        return True
+    host = master.removeprefix("spark://").split(",")[0].rsplit(":", 1)[0] if master.startswith("spark://") else ""
+    return host in LOOPBACK_HOSTS
 
 
 def spark_stage_conf(master: str | None) -> dict[str, str]:
-    local = bool(master) and master.strip().startswith("local")
-    return {**SPARK_STAGE_CONF, **(SPARK_LOCAL_DRIVER_CONF if local else {})}
+    return {**SPARK_STAGE_CONF, **(SPARK_LOCAL_DRIVER_CONF if spark_master_on_this_machine(master) else {})}
 
 
 def env(name: str, default: str = "") -> str:

@@ -43,6 +43,8 @@ from scripts.devstack.env import (
     PROMETHEUS,
     PUSHGATEWAY,
     SERVICE_NAMES,
+    SPARK_CLUSTER,
+    SPARK_MASTER_PROCESS,
     STATSD_EXPORTER,
     TRINO,
     StackError,
@@ -67,6 +69,7 @@ from scripts.devstack.health import (
     prometheus_health,
     pushgateway_health,
     seaweedfs_health,
+    spark_cluster_health,
     statsd_exporter_health,
 )
 from scripts.devstack.processes import dirs, failure, log_path, memory_mb, read_pid, start_service, stop_services
@@ -84,6 +87,8 @@ from scripts.devstack.services import (
     seaweedfs_service,
     selected_services,
     service_processes,
+    spark_services,
+    spark_worker_names,
     statsd_exporter_service,
     write_hive_site,
     write_prometheus_config,
@@ -240,6 +245,20 @@ def _mlflow_login_note(env: dict) -> str:
             f"the stack's processes log in as {env['MLFLOW_PIPELINE_USER']}")
 
 
+def _up_spark(env: dict) -> str:
+    """The standalone master, then its workers; healthy once every worker has registered (~10-20 s)."""
+    from scripts.devstack.env import spark_master_ui
+
+    master, *workers = spark_services(env)
+    ui = spark_master_ui(env)
+    states = [_start_if_stopped(env, master, f"the standalone master {env['SPARK_MASTER']} (UI {ui})")]
+    states += [_start_if_stopped(env, w, f"a worker of {env['SPARK_MASTER']}") for w in workers]
+    _wait(env, [master.name, *(w.name for w in workers)], lambda: spark_cluster_health(env),
+          f"the Spark master and {len(workers)} workers", _timeout(120))
+    started = [s.name for s, state in zip([master, *workers], states, strict=True) if state == "started"]
+    return "started " + ", ".join(started) if started else "already running"
+
+
 def _up_pushgateway(env: dict) -> str:
     svc = pushgateway_service(env)
     state = _start_if_stopped(env, svc, f"on {env['PUSHGATEWAY_URL']}")
@@ -361,6 +380,11 @@ def _urls(env: dict, services: list[str] | tuple[str, ...] = SERVICE_NAMES) -> l
         lines.append(f"Prometheus: {env['PROMETHEUS_URL']}  (alert rules: {env['PROMETHEUS_URL']}/alerts)")
     if STATSD_EXPORTER in services:
         lines.append(f"Airflow's metrics: http://{LOOPBACK}:{env['STATSD_EXPORTER_PORT']}/metrics  (statsd_exporter)")
+    if SPARK_CLUSTER in services:
+        from scripts.devstack.env import spark_master_ui
+
+        lines.append(f"Spark master: {env['SPARK_MASTER']}  UI {spark_master_ui(env)}  "
+                     f"({env['SPARK_WORKERS']} workers; every stage is one of its applications)")
     if "airflow" in services:
         lines.append(_airflow_login_line(env))
         if alert_receiver_used(env):
@@ -384,7 +408,8 @@ def cmd_up(env: dict, services: list[str] | None = None) -> int:
     if TRINO in parse_services(os.environ.get("LAKEHOUSE_SERVICES")) and (line := _trino_off_line(env)):
         print(line, flush=True)
     for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore), (TRINO, _up_trino),
-                      ("mlflow", _up_mlflow), (PUSHGATEWAY, _up_pushgateway), (PROMETHEUS, _up_prometheus),
+                      ("mlflow", _up_mlflow), (SPARK_CLUSTER, _up_spark), (PUSHGATEWAY, _up_pushgateway),
+                      (PROMETHEUS, _up_prometheus),
                       (STATSD_EXPORTER, _up_statsd_exporter), ("airflow", _up_airflow)):
         if label not in services:
             continue
@@ -433,7 +458,8 @@ def cmd_down(env: dict) -> int:
     # Airflow first (its tasks may still write to MLflow/S3), then MLflow, Trino, the catalog, storage last.
     for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
                   ["airflow-api-server"], [ALERT_RECEIVER], [STATSD_EXPORTER], [PROMETHEUS], [PUSHGATEWAY],
-                  ["mlflow"], [TRINO], [HIVE_METASTORE], ["seaweedfs"]):
+                  spark_worker_names(env), [SPARK_MASTER_PROCESS], ["mlflow"], [TRINO], [HIVE_METASTORE],
+                  ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -444,6 +470,7 @@ def cmd_status(env: dict) -> int:
     health: dict[str, bool] = {"seaweedfs": False, "mlflow": False, HIVE_METASTORE: False, TRINO: False,
                                PUSHGATEWAY: False, PROMETHEUS: False, STATSD_EXPORTER: False}
     pids = {svc.name: read_pid(env, svc.name) for svc in all_services(env)}
+    health.update({name: False for name in pids if name not in health})
     if pids["seaweedfs"]:
         health["seaweedfs"] = seaweedfs_health(env)[0]
     if pids.get(HIVE_METASTORE):
@@ -458,6 +485,10 @@ def cmd_status(env: dict) -> int:
         health[PROMETHEUS] = prometheus_health(env)[0]
     if pids.get(STATSD_EXPORTER):
         health[STATSD_EXPORTER] = statsd_exporter_health(env)[0]
+    if pids.get(SPARK_MASTER_PROCESS):  # the cluster is healthy only with every worker registered
+        cluster_ok = spark_cluster_health(env)[0]
+        for name in service_processes(env, SPARK_CLUSTER):
+            health[name] = cluster_ok and pids.get(name) is not None
     if ALERT_RECEIVER in pids:
         health[ALERT_RECEIVER] = bool(pids[ALERT_RECEIVER]) and alert_receiver_health(env)[0]
     comps = airflow_health(env)[0] if pids["airflow-api-server"] else {}
@@ -467,7 +498,7 @@ def cmd_status(env: dict) -> int:
              HIVE_METASTORE: env["HIVE_METASTORE_PORT"], TRINO: env["TRINO_PORT"],
              "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"],
              PUSHGATEWAY: env["PUSHGATEWAY_PORT"], PROMETHEUS: env["PROMETHEUS_PORT"],
-             STATSD_EXPORTER: env["STATSD_EXPORTER_PORT"]}
+             STATSD_EXPORTER: env["STATSD_EXPORTER_PORT"], SPARK_MASTER_PROCESS: env["SPARK_MASTER_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")

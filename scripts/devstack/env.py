@@ -48,7 +48,12 @@ PROMETHEUS = "prometheus"
 # statsd_exporter turns Airflow's own StatsD metrics into Prometheus series (built by make deps into
 # var/bin from requirements/go/statsd_exporter.txt); it starts before Airflow so no early metric is lost.
 STATSD_EXPORTER = "statsd-exporter"
-SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", PUSHGATEWAY, PROMETHEUS, STATSD_EXPORTER, "airflow")
+# The cluster profile's Spark standalone cluster: pyspark's own Master and Worker classes (the
+# production compose's spark-worker command), a master and SPARK_WORKERS workers, on 127.0.0.1.
+SPARK_CLUSTER = "spark"
+SPARK_MASTER_PROCESS = "spark-master"
+SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", SPARK_CLUSTER, PUSHGATEWAY, PROMETHEUS,
+                 STATSD_EXPORTER, "airflow")
 PUSHGATEWAY_DEFAULT_PORT = 9091
 PROMETHEUS_DEFAULT_PORT = 9090
 STATSD_EXPORTER_DEFAULT_PORT = 9102  # its /metrics (HTTP, TCP)
@@ -63,8 +68,19 @@ METRICS_BINARIES = {PUSHGATEWAY: ("prometheus-pushgateway", "pushgateway"), PROM
 PROFILES = ("default", "cluster")
 DEFAULT_PROFILE = "default"
 PROFILE_HOMES = {"default": "./var/stack", "cluster": "./var/stack-cluster"}
-# Services only the cluster profile runs (filled in as issue 15 adds them).
-CLUSTER_SERVICES: tuple[str, ...] = ()
+# Services only the cluster profile runs.
+CLUSTER_SERVICES: tuple[str, ...] = (SPARK_CLUSTER,)
+# What the cluster profile's Airflow processes and stages take from the production compose's
+# x-airflow-common environment (scripts/devstack/compose.py) instead of this module's defaults.
+COMPOSE_WIRED_KEYS = ("AIRFLOW_CONN_SPARK_DEFAULT", "SPARK_CONN_ID", "SPARK_MASTER", "SPARK_SUBMIT_BINARY",
+                      "PYSPARK_PYTHON", "SPARK_JARS", "SPARK_PACKAGES", "SPARK_PY_FILES", "SPARK_DRIVER_MEMORY",
+                      "SPARK_DRIVER_JAVA_OPTIONS", "SPARK_EXECUTOR_MEMORY", "SPARK_SQL_SHUFFLE_PARTITIONS",
+                      "SPARK_LOG_LEVEL", "LAKEHOUSE_JOBS_DIR")
+SPARK_MASTER_DEFAULT_PORT = 7077
+SPARK_MASTER_WEBUI_DEFAULT_PORT = 8180  # Spark's 8080 is Airflow's here
+# Workers and their executors take free ports on 127.0.0.1 (SPARK_LOCAL_IP), as executors always do;
+# cores and memory per worker are the compose's (MLOPS_SPARK_WORKER_CORES, MLOPS_SPARK_WORKER_MEMORY).
+SPARK_CLUSTER_DEFAULTS = {"SPARK_WORKERS": "2", "SPARK_DAEMON_MEMORY": "256m"}
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
@@ -223,8 +239,40 @@ def resolve_env(overrides: dict | None = None) -> dict[str, str]:
     _storage_defaults(v, home)
     _port_defaults(v)
     _mlflow_login(v)
+    _cluster_settings(v)
     _airflow_settings(v, home, overrides)
+    if cluster_profile(v):
+        from scripts.devstack import compose
+
+        v.update(compose.airflow_environment(v, COMPOSE_WIRED_KEYS))
     return v
+
+
+def spark_master_url(env: dict) -> str:
+    """The embedded standalone master's address (the cluster profile submits every stage to it)."""
+    return f"spark://{LOOPBACK}:{env['SPARK_MASTER_PORT']}"
+
+
+def spark_master_ui(env: dict) -> str:
+    return f"http://{LOOPBACK}:{env['SPARK_MASTER_WEBUI_PORT']}"
+
+
+def _cluster_settings(v: dict[str, str]) -> None:
+    """The cluster profile submits to its own standalone master unless SPARK_MASTER names a remote one
+    (a loopback spark:// URL is the embedded master: overriding SPARK_MASTER_PORT is enough)."""
+    if not cluster_profile(v):
+        return
+    master = v.get("SPARK_MASTER", "").strip()
+    if not master or master.startswith("local") or _is_loopback_spark(master):
+        v["SPARK_MASTER"] = spark_master_url(v)
+    for key, default in SPARK_CLUSTER_DEFAULTS.items():
+        v[key] = v.get(key) or default
+    if not v["SPARK_WORKERS"].isdigit() or int(v["SPARK_WORKERS"]) < 1:
+        raise StackError(f"SPARK_WORKERS={v['SPARK_WORKERS']!r}: the cluster profile needs at least one worker")
+
+
+def _is_loopback_spark(master: str) -> bool:
+    return master.startswith("spark://") and _is_loopback_url("http://" + master.removeprefix("spark://"))
 
 
 def _mlflow_login(v: dict[str, str]) -> None:
@@ -302,6 +350,8 @@ def _port_defaults(v: dict[str, str]) -> None:
     v["PROMETHEUS_PORT"] = v.get("PROMETHEUS_PORT") or str(PROMETHEUS_DEFAULT_PORT)
     v["STATSD_EXPORTER_PORT"] = v.get("STATSD_EXPORTER_PORT") or str(STATSD_EXPORTER_DEFAULT_PORT)
     v["STATSD_PORT"] = v.get("STATSD_PORT") or str(STATSD_DEFAULT_PORT)
+    v["SPARK_MASTER_PORT"] = v.get("SPARK_MASTER_PORT") or str(SPARK_MASTER_DEFAULT_PORT)
+    v["SPARK_MASTER_WEBUI_PORT"] = v.get("SPARK_MASTER_WEBUI_PORT") or str(SPARK_MASTER_WEBUI_DEFAULT_PORT)
     for key in [k for k in v if k.endswith("_PORT")]:
         if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key not in OPTIONAL_PORTS):
             raise StackError(f"{key}={v[key]!r} is not a valid port")

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from jobs import contract
-from scripts.devstack.env import AIRFLOW_COMPONENTS, LOOPBACK, StackError, pushgateway_url
+from scripts.devstack.env import AIRFLOW_COMPONENTS, LOOPBACK, StackError, pushgateway_url, spark_master_ui
 
 PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
 # Health keys of /api/v2/monitor/health for each long-running Airflow process.
@@ -193,6 +193,27 @@ def statsd_exporter_health(env: dict) -> tuple[bool, str]:
 def prometheus_health(env: dict) -> tuple[bool, str]:
     """Ready means the TSDB is open and the rules loaded (a rule file that does not parse stops it)."""
     return _ready(env["PROMETHEUS_URL"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The cluster profile's Spark standalone cluster
+# --------------------------------------------------------------------------------------------------
+
+def spark_master_status(env: dict) -> dict | None:
+    """The master's JSON status (workers, running and completed applications), None without an answer."""
+    status, body = http_get(f"{spark_master_ui(env)}/json/")
+    return json.loads(body) if status == 200 else None
+
+
+def spark_cluster_health(env: dict) -> tuple[bool, str]:
+    """Healthy when the master is ALIVE and every worker has registered with it."""
+    status, wanted = spark_master_status(env), int(env.get("SPARK_WORKERS") or 2)
+    if status is None:
+        return False, f"no answer from the master's {spark_master_ui(env)}/json/"
+    alive = [w for w in status.get("workers", []) if w.get("state") == "ALIVE"]
+    if status.get("status") != "ALIVE" or len(alive) < wanted:
+        return False, f"master {status.get('status')}, {len(alive)} of {wanted} workers alive"
+    return True, "ok"
 
 
 # --------------------------------------------------------------------------------------------------

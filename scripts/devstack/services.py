@@ -2,8 +2,9 @@
 
 SeaweedFS (`weed mini`: master, volume, filer, S3), the Hive metastore of catalog hive_prod
 (LAKEHOUSE_CATALOG=hive), Trino over it (scripts/devstack/trino.py), the MLflow server, the
-Pushgateway and Prometheus (Debian's binaries), statsd_exporter for Airflow's own metrics and
-Airflow's four components, all bound to 127.0.0.1.
+Pushgateway and Prometheus (Debian's binaries), statsd_exporter for Airflow's own metrics,
+the cluster profile's Spark standalone master and workers, and Airflow's four components, all
+bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from scripts.devstack.env import (
     REPO,
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
+    SPARK_CLUSTER,
+    SPARK_MASTER_PROCESS,
     STATSD_EXPORTER,
     TRINO,
     StackError,
@@ -390,6 +393,44 @@ def prometheus_service(env: dict) -> Service:
     return Service(PROMETHEUS, PROMETHEUS, argv, d, [("PROMETHEUS_PORT", port)])
 
 
+SPARK_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+SPARK_WORKER_SERVICE = "spark-worker"  # the production compose's worker, whose command the workers run
+
+
+def spark_worker_names(env: dict) -> list[str]:
+    return [f"spark-worker-{i}" for i in range(1, int(env.get("SPARK_WORKERS") or 2) + 1)]
+
+
+def spark_services(env: dict) -> list[Service]:
+    """The cluster profile's standalone master and workers (pyspark's spark-class, no Spark download).
+
+    Each worker runs the production compose's spark-worker entrypoint and command (its cores, memory
+    and master from the same variables), plus what one machine needs: loopback addresses, free ports
+    for the workers, a work folder each. SPARK_LOCAL_IP keeps every daemon, web UI and executor
+    socket on 127.0.0.1; PYTHONPATH lets executors import the jobs package as a driver does.
+    """
+    from scripts.devstack import compose
+
+    d = dirs(env)["spark"]
+    common = {"SPARK_LOCAL_IP": LOOPBACK, "SPARK_NO_DAEMONIZE": "1", "PYTHONPATH": str(REPO),
+              "SPARK_DAEMON_MEMORY": env.get("SPARK_DAEMON_MEMORY") or "256m", "JAVA_HOME": env["JAVA_HOME"],
+              "SPARK_LOG_DIR": str(d / "logs")}
+    port, ui = int(env["SPARK_MASTER_PORT"]), int(env["SPARK_MASTER_WEBUI_PORT"])
+    master = Service(SPARK_MASTER_PROCESS, SPARK_CLUSTER,
+                     [str(JOBS_VENV / "bin" / "spark-class"), SPARK_MASTER_CLASS, "--host", LOOPBACK,
+                      "--port", str(port), "--webui-port", str(ui)],
+                     d / "master", [("SPARK_MASTER_PORT", port), ("SPARK_MASTER_WEBUI_PORT", ui)], common)
+    *worker, master_url = compose.service_command(SPARK_WORKER_SERVICE, env)
+    worker_env = compose.service_environment(SPARK_WORKER_SERVICE, env)
+    workers = []
+    for name in spark_worker_names(env):
+        work = d / name
+        argv = [*worker, "--host", LOOPBACK, "--port", "0", "--webui-port", "0", "--work-dir", str(work), master_url]
+        workers.append(Service(name, SPARK_CLUSTER, argv, work,
+                               [], {**worker_env, **common, "SPARK_WORKER_DIR": str(work)}))
+    return [master, *workers]
+
+
 def all_services(env: dict) -> list[Service]:
     """Every process the stack may run, in start order (the receiver only when alerts go to it)."""
     receiver = [alert_receiver_service(env)] if alert_receiver_used(env) else []
@@ -399,7 +440,8 @@ def all_services(env: dict) -> list[Service]:
     metrics = [*([pushgateway_service(env)] if PUSHGATEWAY in running else []),
                *([prometheus_service(env)] if PROMETHEUS in running else []),
                *([statsd_exporter_service(env)] if STATSD_EXPORTER in running else [])]
-    return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *metrics, *receiver,
+    spark = spark_services(env) if SPARK_CLUSTER in running else []
+    return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *spark, *metrics, *receiver,
             *airflow_services(env)]
 
 
@@ -422,6 +464,8 @@ def selected_services(env: dict | None = None) -> list[str]:
 
 def service_processes(env: dict, name: str) -> list[str]:
     """Process names (pid files) of one service of SERVICE_NAMES; Airflow's include the alert receiver it sends to."""
+    if name == SPARK_CLUSTER:
+        return [SPARK_MASTER_PROCESS, *spark_worker_names(env)]
     if name != "airflow":
         return [name]
     return [s.name for s in airflow_services(env)] + ([ALERT_RECEIVER] if alert_receiver_used(env) else [])

@@ -39,8 +39,11 @@ def test_weekends_are_not_trading_days():
     assert not is_trading_day(dt.date(2026, 11, 29))  # Sunday
 
 
-@pytest.mark.parametrize("master", ["local[*]", "spark://spark-master:7077"])
-def test_stage_resolves_to_the_intended_spark_submit_command(monkeypatch, tmp_path, master):
+@pytest.mark.parametrize(("master", "driver_on_loopback"), [
+    ("local[*]", True), ("spark://spark-master:7077", False),
+    ("spark://127.0.0.1:7077", True),  # the cluster profile's master: its executors are on this machine
+])
+def test_stage_resolves_to_the_intended_spark_submit_command(monkeypatch, tmp_path, master, driver_on_loopback):
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", f'{{"conn_type": "spark", "host": "{master}"}}')
     monkeypatch.delenv("SPARK_MASTER", raising=False)
     monkeypatch.setenv("SPARK_SUBMIT_BINARY", "/opt/jobs-venv/bin/spark-submit")
@@ -58,7 +61,7 @@ def test_stage_resolves_to_the_intended_spark_submit_command(monkeypatch, tmp_pa
     assert "spark.pyspark.python=/opt/jobs-venv/bin/python" in cmd
     assert "spark.ui.enabled=false" in cmd  # no UI port, no UI start-up cost
     # loopback only where the driver is alone: a cluster's executors must reach the driver's host
-    assert ("spark.driver.bindAddress=127.0.0.1" in cmd) == master.startswith("local")
+    assert ("spark.driver.bindAddress=127.0.0.1" in cmd) == driver_on_loopback
     assert cmd[-3:] == [str(Path(op.application)), "--trade-date", "2026-11-24"]
     assert op.application.endswith("jobs/stages/silver_to_gold.py")
 

@@ -1,0 +1,139 @@
+"""Stages as applications of the cluster profile's Spark standalone master (issue 15, items 1, 3, 4).
+
+Every check reads what Spark itself reports: the master's and the workers' JSON status (which
+application ran, which worker hosted its executors), the stage's exit code and the Iceberg table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from conftest import CLUSTER_TICKS
+from faults.faults_support import Finished, run_stage, stage_command, stage_env, wait_until
+
+from jobs import contract
+from scripts.devstack import processes
+from scripts.devstack.env import REPO, spark_master_ui
+from scripts.devstack.health import http_get, spark_master_status
+from scripts.devstack.services import spark_worker_names
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _json(url: str) -> dict:
+    status, body = http_get(f"{url}/json/")
+    assert status == 200, f"{url}/json/ returned {status}"
+    return json.loads(body)
+
+
+def alive_workers(env) -> list[dict]:
+    return [w for w in (spark_master_status(env) or {}).get("workers", []) if w["state"] == "ALIVE"]
+
+
+def app_of(env, stage: str, running: bool = False) -> dict | None:
+    """The master's newest application of a stage (its name is lakehouse-<stage>-<date>)."""
+    status = spark_master_status(env) or {}
+    apps = status.get("activeapps" if running else "completedapps", [])
+    return max((a for a in apps if a["name"].startswith(f"lakehouse-{stage}")), key=lambda a: a["starttime"],
+               default=None)
+
+
+def executors_by_worker(env, app_id: str, finished: bool = True) -> dict[str, list[dict]]:
+    """worker id -> that worker's executors of the application (from each worker's own status)."""
+    found = {}
+    for worker in alive_workers(env):
+        status = _json(worker["webuiaddress"])
+        key = "finishedexecutors" if finished else "executors"
+        found[worker["id"]] = [e for e in status.get(key, []) if e["appid"] == app_id]
+    return found
+
+
+def iceberg_rows(table: str, trade_date) -> int:
+    from pyiceberg.expressions import EqualTo
+
+    from jobs.lakehouse.settings import Settings
+
+    settings = Settings.from_env()
+    tbl = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{table}")
+    return tbl.scan(row_filter=EqualTo("trade_date", trade_date.isoformat())).to_arrow().num_rows
+
+
+def test_the_profile_runs_a_master_and_two_workers_on_loopback(stack):
+    assert "spark" in stack.started_services, stack.up_output
+    workers = alive_workers(stack.env)
+    assert len(workers) == 2 == int(stack.env["SPARK_WORKERS"])
+    assert {w["host"] for w in workers} == {"127.0.0.1"}
+    # The workers run the production compose's worker command: its cores and memory variables.
+    assert {w["cores"] for w in workers} == {int(stack.env["MLOPS_SPARK_WORKER_CORES"])}
+    assert {w["memory"] for w in workers} == {1024}
+    assert stack.env["SPARK_MASTER"] == f"spark://127.0.0.1:{stack.env['SPARK_MASTER_PORT']}"
+    for name in ("spark-master", *spark_worker_names(stack.env)):
+        pid = int((stack.home / "run" / f"{name}.pid").read_text())
+        sockets = processes.listening_sockets(processes.session_members(pid))
+        assert sockets and {address for _, address, _ in sockets} <= LOOPBACK, (name, sockets)
+
+
+@pytest.fixture(scope="session")
+def bronze_on_cluster(stack, raw_date) -> Finished:
+    return run_stage(stack, "raw_to_bronze", raw_date)
+
+
+def test_a_stage_is_an_application_of_the_master_with_executors_on_both_workers(stack, raw_date,
+                                                                               bronze_on_cluster):
+    assert bronze_on_cluster.returncode == 0, bronze_on_cluster.output[-3000:]
+    app = app_of(stack.env, "raw_to_bronze")
+    assert app is not None and app["state"] == "FINISHED", spark_master_status(stack.env)
+    hosts = executors_by_worker(stack.env, app["id"])
+    assert len(hosts) == 2 and all(hosts.values()), hosts
+    assert iceberg_rows(contract.BRONZE, raw_date) == CLUSTER_TICKS
+
+
+def test_a_worker_killed_mid_stage_leaves_the_stage_to_the_other_one(stack, raw_date, bronze_on_cluster, tmp_path):
+    """SIGKILL one worker and its executor while bronze_to_silver runs: the stage still ends 0 and
+    Silver holds exactly what a clean run on the whole cluster writes for that date."""
+    assert bronze_on_cluster.returncode == 0
+    log = tmp_path / "stage.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(stage_command(stack.env, "bronze_to_silver", raw_date), cwd=REPO,
+                                env=stage_env(stack), stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def both_executors_running():
+            app = app_of(stack.env, "bronze_to_silver", running=True)
+            assert proc.poll() is None, "the stage ended before both executors ran:\n" + log.read_text()[-3000:]
+            if app is None:
+                return None
+            running = executors_by_worker(stack.env, app["id"], finished=False)
+            return (app, running) if len(running) == 2 and all(running.values()) else None
+
+        _app, running = wait_until(both_executors_running, 240, "bronze_to_silver's executors on both workers", 0.2)
+        victim = spark_worker_names(stack.env)[-1]
+        pid = int((stack.home / "run" / f"{victim}.pid").read_text())
+        members = processes.session_members(pid)
+        assert len(members) >= 2, "the worker's executor is not in its session"  # worker JVM + executor JVM
+        os.killpg(pid, signal.SIGKILL)
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert rc == 0, output[-3000:]
+    killed_rows = iceberg_rows(contract.SILVER, raw_date)
+    # The worker's loss was seen by the driver (Spark logs the lost executor), not avoided by luck.
+    assert "Executor" in output and ("lost" in output.lower() or "removed" in output.lower()), output[-3000:]
+
+    started = stack.cli("start", "spark")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert len(alive_workers(stack.env)) == 2
+    clean = run_stage(stack, "bronze_to_silver", raw_date)
+    assert clean.returncode == 0, clean.output[-3000:]
+    assert killed_rows == iceberg_rows(contract.SILVER, raw_date) > 0
+
+
+def test_the_master_ui_is_where_up_says(stack):
+    status, _ = http_get(spark_master_ui(stack.env))
+    assert status == 200
+    assert f"Spark master: {stack.env['SPARK_MASTER']}" in stack.up_output
