@@ -7,6 +7,7 @@ JOBS_VENV := .venv-jobs
 STACK := $(JOBS_VENV)/bin/python scripts/stack.py
 # make up PROFILE=cluster (any stack target): the production compose's shape on this machine (README).
 PROFILE ?=
+comma := ,
 ifneq ($(PROFILE),)
 export LAKEHOUSE_PROFILE := $(PROFILE)
 endif
@@ -16,13 +17,13 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback backup restore lint test test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog
+.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback backup restore lint test test-cluster test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-system-deps: ## Debian packages (Java 17, Maven, zip, promtool and the Pushgateway)
-	@$(STEP) "deps 1/6: Debian packages (Java 17, Maven, zip, prometheus, prometheus-pushgateway)" bash scripts/system_deps.sh
+system-deps: ## Debian packages (Java 17, Maven, zip, promtool and the Pushgateway; Postgres and Redis with PROFILE=cluster)
+	@$(STEP) "deps 1/6: Debian packages (Java 17, Maven, zip, prometheus, prometheus-pushgateway$(if $(filter cluster,$(PROFILE)),$(comma) postgresql$(comma) redis-server))" bash scripts/system_deps.sh $(if $(filter cluster,$(PROFILE)),cluster)
 
 $(AIRFLOW_VENV)/.installed: requirements/airflow.lock
 	@$(STEP) "deps 2/6: $(AIRFLOW_VENV), $$(grep -c '==' requirements/airflow.lock) pinned packages (Airflow 3, Spark provider)" \
@@ -100,12 +101,15 @@ lint: ## Ruff (pycodestyle, pyflakes, isort, bugbear, pyupgrade, Airflow AIR rul
 	@test -x $(JOBS_VENV)/bin/ruff || { echo "ruff is installed by make deps (in $(JOBS_VENV))"; exit 2; }
 	$(JOBS_VENV)/bin/ruff check .
 
-test-deps: ## Debian Chromium for the browser check of the MLflow UI
-	@bash scripts/system_deps.sh chromium
+test-deps: ## Debian Chromium for the browser check of the MLflow UI, Postgres and Redis for tests/cluster
+	@bash scripts/system_deps.sh chromium cluster
 
 test: deps test-deps ## DAG integrity, compose checks, unit and end-to-end tests against real services
 	$(AIRFLOW_VENV)/bin/python -m pytest tests/dags tests/deploy -q $(PYTEST_ARGS)
 	$(JOBS_VENV)/bin/python -m pytest tests/jobs tests/stack tests/security tests/faults tests/cluster tests/e2e -q -m "not drill" --durations=15 $(PYTEST_ARGS)
+
+test-cluster: deps test-deps ## The project's DAGs on the cluster profile: make demo's two dates and a retraining through Celery workers and the Spark master (~25 min)
+	$(JOBS_VENV)/bin/python -m pytest tests/cluster_e2e -q --durations=5 $(PYTEST_ARGS)
 
 test-drills: deps ## The long rerun and backfill drills left out of make test (three reruns, backfills of the last and of every date; ~40 min)
 	$(JOBS_VENV)/bin/python -m pytest tests/e2e -q -m drill --durations=5 $(PYTEST_ARGS)

@@ -3,7 +3,8 @@
 #   Java 17 runs Spark and the Hive metastore; Maven resolves the Spark jars (requirements/jars/pom.xml);
 #   chromium renders the MLflow UI in the browser test; prometheus (for promtool) and
 #   prometheus-pushgateway test the alerting rules and the stage metrics (tests/stack/test_prometheus.py);
-#   nginx serves the production TLS proxy's template in tests/security/test_tls.py. `bash scripts/system_deps.sh java25` prints the
+#   nginx serves the production TLS proxy's template in tests/security/test_tls.py; `cluster` adds Postgres and
+#   Redis for the cluster profile. `bash scripts/system_deps.sh java25` prints the
 #   Java 24+ home Trino needs (TRINO=on), or fails saying so.
 set -euo pipefail
 need=()
@@ -25,6 +26,11 @@ for extra in "$@"; do
       done
       echo "Trino needs Java 24+: none under /usr/lib/jvm (set TRINO_JAVA_HOME)" >&2; exit 1 ;;
     chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver) ;;
+    # The cluster profile (make up PROFILE=cluster, tests/cluster): Postgres for Airflow's and MLflow's
+    # metadata, Redis as the Celery broker; the project runs its own, Debian's services are disabled below.
+    cluster)
+      ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || need+=(postgresql)
+      command -v redis-server >/dev/null 2>&1 || need+=(redis-server) ;;
   esac
 done
 [ ${#need[@]} -eq 0 ] && exit 0
@@ -37,7 +43,7 @@ $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 # Debian starts (and enables) the services a package ships; the project runs only its own, on
 # 127.0.0.1, so a freshly installed Prometheus or Pushgateway (0.0.0.0:9090 / :9091) is stopped
 # and disabled again; so is Debian's nginx (its default site listens on 0.0.0.0:80).
-for svc in prometheus prometheus-pushgateway nginx; do
+for svc in prometheus prometheus-pushgateway nginx postgresql redis-server; do
   case " ${need[*]} " in *" $svc "*) ;; *) continue ;; esac
   if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true

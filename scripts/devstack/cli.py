@@ -40,8 +40,10 @@ from scripts.devstack.env import (
     ALERT_RECEIVER,
     HIVE_METASTORE,
     LOOPBACK,
+    POSTGRES,
     PROMETHEUS,
     PUSHGATEWAY,
+    REDIS,
     SERVICE_NAMES,
     SPARK_CLUSTER,
     SPARK_MASTER_PROCESS,
@@ -51,6 +53,7 @@ from scripts.devstack.env import (
     airflow_users,
     alert_receiver_used,
     alerts_file,
+    celery_worker_names,
     mlflow_auth_on,
     process_env,
     resolve_env,
@@ -60,14 +63,17 @@ from scripts.devstack.health import (
     airflow_health,
     airflow_password,
     alert_receiver_health,
+    celery_workers_health,
     ensure_buckets,
     ensure_experiment,
     hive_metastore_health,
     http_get,
     mlflow_health,
     password_file,
+    postgres_health,
     prometheus_health,
     pushgateway_health,
+    redis_health,
     seaweedfs_health,
     spark_cluster_health,
     statsd_exporter_health,
@@ -80,9 +86,14 @@ from scripts.devstack.services import (
     hive_metastore_service,
     mlflow_service,
     parse_services,
+    postgres_binary,
+    postgres_data,
+    postgres_service,
     prepare_mlflow,
     prometheus_service,
     pushgateway_service,
+    redis_config,
+    redis_service,
     remove_sockets,
     seaweedfs_service,
     selected_services,
@@ -90,6 +101,7 @@ from scripts.devstack.services import (
     spark_services,
     spark_worker_names,
     statsd_exporter_service,
+    unprivileged,
     write_hive_site,
     write_prometheus_config,
     write_s3_identities,
@@ -187,6 +199,62 @@ def _start_if_stopped(env: dict, svc, what: str, prepare=None) -> str:
     progress(f"{svc.name}: starting {what} (log: {log_path(env, svc.name)})")
     start_service(env, svc)
     return "started"
+
+
+def _up_postgres(env: dict) -> str:
+    """Postgres as the compose's `postgres` and `mlflow-db-init` leave it: a cluster whose superuser is
+    POSTGRES_USER with POSTGRES_DB, then MLflow's role and two databases (that service's own SQL)."""
+    svc = postgres_service(env)
+    if read_pid(env, svc.name) is None and not (postgres_data(env) / "PG_VERSION").exists():
+        _initdb(env)
+    state = _start_if_stopped(env, svc, f"on {LOOPBACK}:{env['POSTGRES_PORT']}")
+    _wait(env, [svc.name], lambda: postgres_health(env), "Postgres", _timeout(60))
+    _postgres_databases(env)
+    return state
+
+
+def _initdb(env: dict) -> None:
+    from scripts.mlflow_auth import write_private
+
+    pwfile = write_private(dirs(env)[POSTGRES] / "initdb.pw", env["POSTGRES_PASSWORD"])
+    progress(f"postgres: creating the cluster in {postgres_data(env)} (log: {log_path(env, 'postgres-initdb')})")
+    try:
+        with open(log_path(env, "postgres-initdb"), "ab") as log:
+            rc = subprocess.call(unprivileged([postgres_binary("initdb") or "initdb", "-D", str(postgres_data(env)),
+                                               "-U", env.get("POSTGRES_USER") or "airflow", f"--pwfile={pwfile}",
+                                               "--auth=scram-sha-256", "-E", "UTF8", "--no-locale"]),
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if rc != 0:
+        raise failure(env, ["postgres-initdb"], f"initdb failed with exit code {rc}")
+
+
+def _postgres_databases(env: dict) -> None:
+    from scripts.devstack import compose
+
+    database = env.get("POSTGRES_DB") or "airflow"
+    admin = {"PGHOST": LOOPBACK, "PGPORT": env["POSTGRES_PORT"], "PGUSER": env.get("POSTGRES_USER") or "airflow",
+             "PGPASSWORD": env["POSTGRES_PASSWORD"], "PGDATABASE": "postgres", "DB": database}
+    create = ("\\getenv db DB\nSELECT format('CREATE DATABASE %I', :'db') "
+              "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n")
+    init = compose.service_environment("mlflow-db-init", env)
+    script = compose.service_command("mlflow-db-init", env)
+    with open(log_path(env, "postgres-initdb"), "ab") as log:
+        for argv, extra, stdin in ((["psql", "-v", "ON_ERROR_STOP=1", "-q"], admin, create),
+                                   (script, {**init, "PGHOST": LOOPBACK, "PGPORT": env["POSTGRES_PORT"]}, "")):
+            proc = subprocess.run(argv, input=stdin, text=True, env={**os.environ, **extra}, stdout=log,
+                                  stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                raise failure(env, ["postgres-initdb"],
+                              f"creating the databases failed ({argv[0]} exit {proc.returncode})")
+
+
+def _up_redis(env: dict) -> str:
+    svc = redis_service(env)
+    state = _start_if_stopped(env, svc, f"the Celery broker on {LOOPBACK}:{env['REDIS_PORT']}", redis_config)
+    _wait(env, [svc.name], lambda: redis_health(env), "Redis", _timeout(30))
+    return state
 
 
 def _up_hive_metastore(env: dict) -> str:
@@ -327,6 +395,9 @@ def _up_airflow(env: dict) -> str:
         return not bad, (f"not healthy: {', '.join(bad)}; {detail}" if bad else "ok")
 
     _wait(env, [s.name for s in services], healthy, "Airflow", _timeout(180))
+    if workers := celery_worker_names(env):
+        _wait(env, workers, lambda: celery_workers_health(env, workers), f"{len(workers)} Celery workers",
+              _timeout(180))
     _wait(env, ["airflow-api-server"], lambda: (airflow_password(env) is not None, f"no {password_file(env)}"),
           "the generated Airflow password", _timeout(30))
     os.chmod(password_file(env), 0o600)
@@ -407,7 +478,8 @@ def cmd_up(env: dict, services: list[str] | None = None) -> int:
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     if TRINO in parse_services(os.environ.get("LAKEHOUSE_SERVICES")) and (line := _trino_off_line(env)):
         print(line, flush=True)
-    for label, fn in (("seaweedfs", _up_seaweedfs), (HIVE_METASTORE, _up_hive_metastore), (TRINO, _up_trino),
+    for label, fn in (("seaweedfs", _up_seaweedfs), (POSTGRES, _up_postgres), (REDIS, _up_redis),
+                      (HIVE_METASTORE, _up_hive_metastore), (TRINO, _up_trino),
                       ("mlflow", _up_mlflow), (SPARK_CLUSTER, _up_spark), (PUSHGATEWAY, _up_pushgateway),
                       (PROMETHEUS, _up_prometheus),
                       (STATSD_EXPORTER, _up_statsd_exporter), ("airflow", _up_airflow)):
@@ -456,10 +528,10 @@ def cmd_down(env: dict) -> int:
     t0 = time.monotonic()
     stopped = []
     # Airflow first (its tasks may still write to MLflow/S3), then MLflow, Trino, the catalog, storage last.
-    for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor"],
+    for group in (["airflow-scheduler", "airflow-triggerer", "airflow-dag-processor", *celery_worker_names(env)],
                   ["airflow-api-server"], [ALERT_RECEIVER], [STATSD_EXPORTER], [PROMETHEUS], [PUSHGATEWAY],
                   spark_worker_names(env), [SPARK_MASTER_PROCESS], ["mlflow"], [TRINO], [HIVE_METASTORE],
-                  ["seaweedfs"]):
+                  [REDIS], [POSTGRES], ["seaweedfs"]):
         stopped += stop_services(env, group)
     remove_sockets(env)
     print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'} ({time.monotonic() - t0:.1f}s)")
@@ -485,6 +557,13 @@ def cmd_status(env: dict) -> int:
         health[PROMETHEUS] = prometheus_health(env)[0]
     if pids.get(STATSD_EXPORTER):
         health[STATSD_EXPORTER] = statsd_exporter_health(env)[0]
+    if pids.get(POSTGRES):
+        health[POSTGRES] = postgres_health(env)[0]
+    if pids.get(REDIS):
+        health[REDIS] = redis_health(env)[0]
+    if workers := [w for w in celery_worker_names(env) if pids.get(w)]:
+        ping = celery_workers_health(env, workers)[0]
+        health.update({w: ping for w in workers})
     if pids.get(SPARK_MASTER_PROCESS):  # the cluster is healthy only with every worker registered
         cluster_ok = spark_cluster_health(env)[0]
         for name in service_processes(env, SPARK_CLUSTER):
@@ -498,7 +577,8 @@ def cmd_status(env: dict) -> int:
              HIVE_METASTORE: env["HIVE_METASTORE_PORT"], TRINO: env["TRINO_PORT"],
              "airflow-api-server": env["AIRFLOW_API_PORT"], ALERT_RECEIVER: env["ALERT_RECEIVER_PORT"],
              PUSHGATEWAY: env["PUSHGATEWAY_PORT"], PROMETHEUS: env["PROMETHEUS_PORT"],
-             STATSD_EXPORTER: env["STATSD_EXPORTER_PORT"], SPARK_MASTER_PROCESS: env["SPARK_MASTER_PORT"]}
+             STATSD_EXPORTER: env["STATSD_EXPORTER_PORT"], SPARK_MASTER_PROCESS: env["SPARK_MASTER_PORT"],
+             POSTGRES: env["POSTGRES_PORT"], REDIS: env["REDIS_PORT"]}
     print(f"{'SERVICE':<24}{'PID':>8}  {'PORT':>6}  {'RSS MB':>7}  {'PSS MB':>7}  HEALTH")
     for name, pid in pids.items():
         rss, pss = (f"{m:.0f}" for m in memory_mb(pid)) if pid else ("-", "-")

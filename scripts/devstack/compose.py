@@ -14,7 +14,7 @@ import functools
 import re
 from pathlib import Path
 
-from scripts.devstack.env import JOBS_VENV, REPO, StackError
+from scripts.devstack.env import JOBS_VENV, LOOPBACK, REPO, StackError
 
 COMPOSE_FILE = REPO / "docker-compose-mlops.yml"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|-|:\?|\?)([^}]*))?\}|\$\$")
@@ -61,10 +61,23 @@ def container_paths(env: dict[str, str]) -> dict[str, str]:
             "/usr/lib/jvm/java-17": env["JAVA_HOME"]}
 
 
+def container_hosts(env: dict[str, str]) -> dict[str, str]:
+    """The compose's own services (on its private network) as this machine's ports."""
+    return {"@postgres:5432/": f"@{LOOPBACK}:{env['POSTGRES_PORT']}/",
+            "@redis:6379/": f"@{LOOPBACK}:{env['REDIS_PORT']}/"}
+
+
 def _localise(value: str, env: dict[str, str]) -> str:
     for container, local in container_paths(env).items():
         value = re.sub(rf"{re.escape(container)}(?=/|$|,)", local, value)
+    for container, local in container_hosts(env).items():
+        value = value.replace(container, local)
     return value
+
+
+def config_content(name: str, env: dict[str, str]) -> str:
+    """A `configs:` entry's inline content, interpolated (the Redis config, MLflow's login ini)."""
+    return _localise(interpolate(_load()["configs"][name]["content"], embedded_values(env)), env)
 
 
 def service(name: str) -> dict:
@@ -85,6 +98,14 @@ def service_environment(name: str, env: dict[str, str]) -> dict[str, str]:
     """A service's environment (a mapping in this compose file), interpolated and mapped."""
     values = embedded_values(env)
     return {k: _localise(interpolate(str(v), values), env) for k, v in (service(name).get("environment") or {}).items()}
+
+
+def service_variable(name: str, key: str, env: dict[str, str]) -> str:
+    """One variable of a service's environment (only that one is interpolated)."""
+    value = (service(name).get("environment") or {}).get(key)
+    if value is None:
+        raise StackError(f"{COMPOSE_FILE.name}: service {name} sets no {key}")
+    return _localise(interpolate(str(value), embedded_values(env)), env)
 
 
 def airflow_environment(env: dict[str, str], keys: tuple[str, ...]) -> dict[str, str]:

@@ -52,8 +52,12 @@ STATSD_EXPORTER = "statsd-exporter"
 # production compose's spark-worker command), a master and SPARK_WORKERS workers, on 127.0.0.1.
 SPARK_CLUSTER = "spark"
 SPARK_MASTER_PROCESS = "spark-master"
-SERVICE_NAMES = ("seaweedfs", HIVE_METASTORE, TRINO, "mlflow", SPARK_CLUSTER, PUSHGATEWAY, PROMETHEUS,
-                 STATSD_EXPORTER, "airflow")
+# The cluster profile's metadata stores, as in the production compose: Postgres (Debian's server) for
+# Airflow and MLflow, Redis (Debian's redis-server) as the Celery broker.
+POSTGRES = "postgres"
+REDIS = "redis"
+SERVICE_NAMES = ("seaweedfs", POSTGRES, REDIS, HIVE_METASTORE, TRINO, "mlflow", SPARK_CLUSTER, PUSHGATEWAY,
+                 PROMETHEUS, STATSD_EXPORTER, "airflow")
 PUSHGATEWAY_DEFAULT_PORT = 9091
 PROMETHEUS_DEFAULT_PORT = 9090
 STATSD_EXPORTER_DEFAULT_PORT = 9102  # its /metrics (HTTP, TCP)
@@ -69,18 +73,23 @@ PROFILES = ("default", "cluster")
 DEFAULT_PROFILE = "default"
 PROFILE_HOMES = {"default": "./var/stack", "cluster": "./var/stack-cluster"}
 # Services only the cluster profile runs.
-CLUSTER_SERVICES: tuple[str, ...] = (SPARK_CLUSTER,)
+CLUSTER_SERVICES: tuple[str, ...] = (POSTGRES, REDIS, SPARK_CLUSTER)
+POSTGRES_DEFAULT_PORT = 5433  # not 5432: a Postgres of the machine's own may hold that
+REDIS_DEFAULT_PORT = 6380
 # What the cluster profile's Airflow processes and stages take from the production compose's
 # x-airflow-common environment (scripts/devstack/compose.py) instead of this module's defaults.
 COMPOSE_WIRED_KEYS = ("AIRFLOW_CONN_SPARK_DEFAULT", "SPARK_CONN_ID", "SPARK_MASTER", "SPARK_SUBMIT_BINARY",
                       "PYSPARK_PYTHON", "SPARK_JARS", "SPARK_PACKAGES", "SPARK_PY_FILES", "SPARK_DRIVER_MEMORY",
                       "SPARK_DRIVER_JAVA_OPTIONS", "SPARK_EXECUTOR_MEMORY", "SPARK_SQL_SHUFFLE_PARTITIONS",
-                      "SPARK_LOG_LEVEL", "LAKEHOUSE_JOBS_DIR")
+                      "SPARK_LOG_LEVEL", "LAKEHOUSE_JOBS_DIR",
+                      "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                      "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
+                      "AIRFLOW__CELERY__WORKER_CONCURRENCY")
 SPARK_MASTER_DEFAULT_PORT = 7077
 SPARK_MASTER_WEBUI_DEFAULT_PORT = 8180  # Spark's 8080 is Airflow's here
 # Workers and their executors take free ports on 127.0.0.1 (SPARK_LOCAL_IP), as executors always do;
 # cores and memory per worker are the compose's (MLOPS_SPARK_WORKER_CORES, MLOPS_SPARK_WORKER_MEMORY).
-SPARK_CLUSTER_DEFAULTS = {"SPARK_WORKERS": "2", "SPARK_DAEMON_MEMORY": "256m"}
+SPARK_CLUSTER_DEFAULTS = {"SPARK_WORKERS": "2", "SPARK_DAEMON_MEMORY": "256m", "CELERY_WORKERS": "2"}
 # LAKEHOUSE_CATALOG: hive = the user's lakehouse (catalog hive_prod in a Hive metastore, tables on
 # SeaweedFS S3); jdbc = the lightest setup (SQLite catalog `local`, tables in a local folder).
 CATALOG_CHOICES = ("hive", "jdbc")
@@ -123,6 +132,12 @@ def profile(env: dict) -> str:
 
 def cluster_profile(env: dict) -> bool:
     return profile(env) == "cluster"
+
+
+def celery_worker_names(env: dict) -> list[str]:
+    """The cluster profile's Celery workers (none in the default profile)."""
+    count = int(env.get("CELERY_WORKERS") or 2) if cluster_profile(env) else 0
+    return [f"airflow-celery-worker-{i}" for i in range(1, count + 1)]
 
 
 def catalog_services(env: dict) -> tuple[str, ...]:
@@ -267,8 +282,12 @@ def _cluster_settings(v: dict[str, str]) -> None:
         v["SPARK_MASTER"] = spark_master_url(v)
     for key, default in SPARK_CLUSTER_DEFAULTS.items():
         v[key] = v.get(key) or default
-    if not v["SPARK_WORKERS"].isdigit() or int(v["SPARK_WORKERS"]) < 1:
-        raise StackError(f"SPARK_WORKERS={v['SPARK_WORKERS']!r}: the cluster profile needs at least one worker")
+    for key in ("SPARK_WORKERS", "CELERY_WORKERS"):
+        if not v[key].isdigit() or int(v[key]) < 1:
+            raise StackError(f"{key}={v[key]!r}: the cluster profile needs at least one worker")
+    missing = [k for k in ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD") if not v.get(k)]
+    if missing:
+        raise StackError(f"the cluster profile needs {', '.join(missing)} in {v['LAKEHOUSE_ENV_FILE']}; run `make env`")
 
 
 def _is_loopback_spark(master: str) -> bool:
@@ -351,6 +370,8 @@ def _port_defaults(v: dict[str, str]) -> None:
     v["STATSD_EXPORTER_PORT"] = v.get("STATSD_EXPORTER_PORT") or str(STATSD_EXPORTER_DEFAULT_PORT)
     v["STATSD_PORT"] = v.get("STATSD_PORT") or str(STATSD_DEFAULT_PORT)
     v["SPARK_MASTER_PORT"] = v.get("SPARK_MASTER_PORT") or str(SPARK_MASTER_DEFAULT_PORT)
+    v["POSTGRES_PORT"] = v.get("POSTGRES_PORT") or str(POSTGRES_DEFAULT_PORT)
+    v["REDIS_PORT"] = v.get("REDIS_PORT") or str(REDIS_DEFAULT_PORT)
     v["SPARK_MASTER_WEBUI_PORT"] = v.get("SPARK_MASTER_WEBUI_PORT") or str(SPARK_MASTER_WEBUI_DEFAULT_PORT)
     for key in [k for k in v if k.endswith("_PORT")]:
         if not v[key].isdigit() or int(v[key]) > 65535 or (int(v[key]) == 0 and key not in OPTIONAL_PORTS):

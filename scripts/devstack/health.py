@@ -7,6 +7,7 @@ and accept the .env keys, Airflow's components must heartbeat after their latest
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.error
 import urllib.parse
@@ -193,6 +194,62 @@ def statsd_exporter_health(env: dict) -> tuple[bool, str]:
 def prometheus_health(env: dict) -> tuple[bool, str]:
     """Ready means the TSDB is open and the rules loaded (a rule file that does not parse stops it)."""
     return _ready(env["PROMETHEUS_URL"])
+
+
+# --------------------------------------------------------------------------------------------------
+# The cluster profile's Postgres and Redis
+# --------------------------------------------------------------------------------------------------
+
+def postgres_health(env: dict) -> tuple[bool, str]:
+    """pg_isready: the server accepts connections (not merely listening while it recovers)."""
+    import subprocess
+
+    from scripts.devstack.services import postgres_binary
+
+    probe = postgres_binary("pg_isready") or "pg_isready"
+    proc = subprocess.run([probe, "-h", LOOPBACK, "-p", env["POSTGRES_PORT"], "-t", "3"],
+                          capture_output=True, text=True, timeout=10)
+    return proc.returncode == 0, (proc.stdout or proc.stderr).strip() or f"pg_isready exit {proc.returncode}"
+
+
+def redis_health(env: dict) -> tuple[bool, str]:
+    """AUTH with the .env password, then PING (Redis's own protocol; no client library needed here)."""
+    password = env["REDIS_PASSWORD"].encode()
+    try:
+        with socket.create_connection((LOOPBACK, int(env["REDIS_PORT"])), timeout=3) as s:
+            s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password))
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as e:
+        return False, f"no answer on {LOOPBACK}:{env['REDIS_PORT']} ({e})"
+    ok = reply.startswith(b"+OK\r\n+PONG")
+    return ok, "ok" if ok else f"AUTH/PING answered {reply[:60]!r}"
+
+
+def celery_workers_health(env: dict, names: list[str]) -> tuple[bool, str]:
+    """Every named Celery worker answers a ping through the broker (the compose's worker healthcheck)."""
+    import subprocess
+
+    from scripts.devstack.env import AIRFLOW_VENV
+
+    argv = [str(AIRFLOW_VENV / "bin" / "celery"), "--app", "airflow.providers.celery.executors.celery_executor.app",
+            "inspect", "ping", "--timeout", "5", "--json"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=90, env={**os.environ, **env},
+                              cwd=env["AIRFLOW_HOME"])
+    except subprocess.TimeoutExpired:
+        return False, "celery inspect ping did not answer within 90 s"
+    try:
+        replies = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    except ValueError:
+        replies = {}
+    answered = {name.split("@")[0] for name in replies}
+    missing = [n for n in names if n not in answered]
+    return not missing, "ok" if not missing else f"no pong from {', '.join(missing)} ({proc.stderr.strip()[-200:]})"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ def dirs(env: dict) -> dict[str, Path]:
             "mlflow": home / "mlflow", "airflow": Path(env["AIRFLOW_HOME"]), "iceberg": home / "iceberg",
             "raw": home / "raw", "hive-metastore": home / "hive-metastore", "trino": home / "trino",
             "pushgateway": home / "pushgateway", "prometheus": home / "prometheus",
-            "statsd-exporter": home / "statsd-exporter", "spark": home / "spark"}
+            "statsd-exporter": home / "statsd-exporter", "spark": home / "spark",
+            "postgres": home / "postgres", "redis": home / "redis"}
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -26,8 +26,10 @@ from scripts.devstack.env import (
     HIVE_METASTORE,
     JOBS_VENV,
     LOOPBACK,
+    POSTGRES,
     PROMETHEUS,
     PUSHGATEWAY,
+    REDIS,
     REPO,
     SEAWEEDFS_PORTS,
     SERVICE_NAMES,
@@ -39,6 +41,8 @@ from scripts.devstack.env import (
     alert_receiver_used,
     alerts_file,
     catalog_services,
+    celery_worker_names,
+    cluster_profile,
     grpc_var,
     metrics_binary,
     mlflow_auth_ini,
@@ -246,6 +250,14 @@ def mlflow_service(env: dict) -> Service:
     ]
     # Job execution (GenAI scorers) spawns extra huey workers we do not use.
     extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if cluster_profile(env):
+        # The production compose's backend store (Postgres), read from the environment as there, so
+        # the password stays off the command line.
+        from scripts.devstack import compose
+
+        argv.remove("--backend-store-uri")
+        argv.remove(f"sqlite:///{d['mlflow'] / 'mlflow.db'}")
+        extra["MLFLOW_BACKEND_STORE_URI"] = compose.service_variable("mlflow", "MLFLOW_BACKEND_STORE_URI", env)
     if mlflow_auth_on(env):
         # MLflow's basic-auth app; its config (written by write_mlflow_auth_ini) and the Flask
         # secret (MLFLOW_FLASK_SERVER_SECRET_KEY, from .env) come from the environment, not argv.
@@ -279,6 +291,14 @@ def write_mlflow_auth_ini(env: dict) -> Path | None:
         path.unlink(missing_ok=True)
         return None
     database = f"sqlite:///{dirs(env)['mlflow'] / 'basic_auth.db'}"
+    if cluster_profile(env):  # the compose's user database on Postgres
+        import configparser
+
+        from scripts.devstack import compose
+
+        ini = configparser.ConfigParser(interpolation=None)
+        ini.read_string(compose.config_content("mlflow-auth-ini", env))
+        database = ini["mlflow"]["database_uri"]
     return write_private(path, mlflow_auth.render_ini(
         env["MLFLOW_ADMIN_USER"], env["MLFLOW_ADMIN_PASSWORD"], database))
 
@@ -299,9 +319,15 @@ def airflow_services(env: dict) -> list[Service]:
         "dag-processor": [airflow, "dag-processor"],
         "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
     }
-    return [Service(f"airflow-{c}", "airflow", argvs[c], d["airflow"],
-                    [("AIRFLOW_API_PORT", port)] if c == "api-server" else [], extra)
-            for c in AIRFLOW_COMPONENTS]
+    components = [Service(f"airflow-{c}", "airflow", argvs[c], d["airflow"],
+                          [("AIRFLOW_API_PORT", port)] if c == "api-server" else [], extra)
+                  for c in AIRFLOW_COMPONENTS]
+    # The compose's `celery worker`, one per name; --skip-serve-logs: its log server binds every
+    # interface, and the api-server reads the task logs from the shared local folder.
+    workers = [Service(name, "airflow", [airflow, "celery", "worker", "--celery-hostname", f"{name}@%h",
+                                         "--skip-serve-logs"], d["airflow"], [], extra)
+               for name in celery_worker_names(env)]
+    return components + workers
 
 
 def alert_receiver_service(env: dict) -> Service:
@@ -393,6 +419,64 @@ def prometheus_service(env: dict) -> Service:
     return Service(PROMETHEUS, PROMETHEUS, argv, d, [("PROMETHEUS_PORT", port)])
 
 
+def postgres_binary(name: str) -> str | None:
+    """A Postgres server program: on PATH, else Debian's newest /usr/lib/postgresql/<major>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3])
+                        if p.parts[-3].isdigit() else 0)
+    return str(candidates[-1]) if candidates else None
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """Postgres refuses to run as root. As root, it runs in a user namespace where this user is
+    `nobody`: the server sees itself unprivileged and owning its data folder, while the files stay
+    root's on disk under the 0700 LAKEHOUSE_HOME (no chown, no second account)."""
+    if os.geteuid() != 0:
+        return argv
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    return ["unshare", "--user", f"--map-user={nobody.pw_uid}", f"--map-group={nobody.pw_gid}", *argv]
+
+
+def postgres_data(env: dict) -> Path:
+    return dirs(env)[POSTGRES] / "data"
+
+
+def postgres_service(env: dict) -> Service:
+    """Debian's Postgres server on 127.0.0.1:POSTGRES_PORT, TCP only (no unix socket)."""
+    binary = postgres_binary("postgres")
+    if binary is None:
+        raise StackError("the cluster profile needs a Postgres server (Debian: postgresql); "
+                         "run `bash scripts/system_deps.sh cluster`")
+    port = int(env["POSTGRES_PORT"])
+    argv = unprivileged([binary, "-D", str(postgres_data(env)), "-p", str(port), "-c", f"listen_addresses={LOOPBACK}",
+                         "-c", "unix_socket_directories=", "-c", "shared_buffers=64MB", "-c", "max_connections=200"])
+    return Service(POSTGRES, POSTGRES, argv, dirs(env)[POSTGRES], [("POSTGRES_PORT", port)])
+
+
+def redis_config(env: dict) -> Path:
+    """The compose's redis.conf (password, maxmemory, noeviction) plus this machine's address and folder."""
+    from scripts.devstack import compose
+
+    d = dirs(env)[REDIS]
+    local = (f"bind {LOOPBACK}\nport {env['REDIS_PORT']}\nprotected-mode yes\ndaemonize no\n"
+             f"dir {d}\nsave \"\"\nappendonly yes\nlogfile \"\"\n")
+    return write_private(d / "redis.conf", compose.config_content("redis-conf", env) + local)
+
+
+def redis_service(env: dict) -> Service:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise StackError("the cluster profile needs redis-server (Debian: redis-server); "
+                         "run `bash scripts/system_deps.sh cluster`")
+    port = int(env["REDIS_PORT"])
+    return Service(REDIS, REDIS, [binary, str(dirs(env)[REDIS] / "redis.conf")], dirs(env)[REDIS],
+                   [("REDIS_PORT", port)])
+
+
 SPARK_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 SPARK_WORKER_SERVICE = "spark-worker"  # the production compose's worker, whose command the workers run
 
@@ -441,7 +525,9 @@ def all_services(env: dict) -> list[Service]:
                *([prometheus_service(env)] if PROMETHEUS in running else []),
                *([statsd_exporter_service(env)] if STATSD_EXPORTER in running else [])]
     spark = spark_services(env) if SPARK_CLUSTER in running else []
-    return [seaweedfs_service(env), *metastore, *trino, mlflow_service(env), *spark, *metrics, *receiver,
+    stores = [*([postgres_service(env)] if POSTGRES in running else []),
+              *([redis_service(env)] if REDIS in running else [])]
+    return [seaweedfs_service(env), *stores, *metastore, *trino, mlflow_service(env), *spark, *metrics, *receiver,
             *airflow_services(env)]
 
 

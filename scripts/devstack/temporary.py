@@ -31,12 +31,14 @@ PORT_VARS = [
     "SEAWEEDFS_FILER_GRPC_PORT", "MLFLOW_PORT", "AIRFLOW_API_PORT", "ALERT_RECEIVER_PORT",
     "HIVE_METASTORE_PORT", "TRINO_PORT", "PUSHGATEWAY_PORT", "PROMETHEUS_PORT",
     "STATSD_EXPORTER_PORT", "STATSD_PORT", "SPARK_MASTER_PORT", "SPARK_MASTER_WEBUI_PORT",
+    "POSTGRES_PORT", "REDIS_PORT",
 ]
 # Ports of services that run only in some configurations (variable -> service).
 OPTIONAL_SERVICE_PORTS = {"HIVE_METASTORE_PORT": "hive-metastore", "TRINO_PORT": "trino",
                           "PUSHGATEWAY_PORT": "pushgateway", "PROMETHEUS_PORT": "prometheus",
                           "STATSD_EXPORTER_PORT": "statsd-exporter", "STATSD_PORT": "statsd-exporter",
-                          "SPARK_MASTER_PORT": "spark", "SPARK_MASTER_WEBUI_PORT": "spark"}
+                          "SPARK_MASTER_PORT": "spark", "SPARK_MASTER_WEBUI_PORT": "spark",
+                          "POSTGRES_PORT": "postgres", "REDIS_PORT": "redis"}
 
 
 def free_ports(n: int) -> list[int]:

@@ -1,35 +1,41 @@
-"""The cluster profile's Spark standalone cluster (issue 15), as `make up PROFILE=cluster` runs it.
+"""The cluster profile (issue 15) as `make up PROFILE=cluster` runs it, once per session.
 
-One stack per session on free ports: SeaweedFS, the Hive metastore (catalog hive_prod, tables on
-SeaweedFS S3), MLflow and the profile's Spark master with two workers, all started through
-`stack.py up` with LAKEHOUSE_PROFILE=cluster and always taken down. Stages are submitted to the
-master with the command the DAG's SparkSubmitOperator builds (tests/faults/faults_support.py).
-Airflow's CeleryExecutor, Postgres and Redis are not part of the profile yet.
+SeaweedFS, Postgres (Airflow's metadata and Celery's results; MLflow's backend store and users),
+Redis (the Celery broker), the Hive metastore (catalog hive_prod, tables on SeaweedFS S3), MLflow,
+the Spark standalone master with two workers and Airflow with the CeleryExecutor and two Celery
+workers, on free 127.0.0.1 ports through `stack.py up` with LAKEHOUSE_PROFILE=cluster; always taken
+down. Airflow's DAG folder holds a probe DAG (cluster_support.PROBE_DAG_SOURCE); stages are
+submitted to the master with the command the DAG's SparkSubmitOperator builds
+(tests/faults/faults_support.py). The project's DAGs on this profile: tests/cluster_e2e.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
+from cluster_support import CLUSTER_DATE, CLUSTER_TICKS, PROBE_DAG, PROBE_DAG_SOURCE
 
-from scripts.devstack.env import job_services
 from scripts.devstack.temporary import Stack, running_stack
 
-CLUSTER_DATE = dt.date(2026, 11, 24)
-# Enough ticks that bronze_to_silver still runs when both executors have started (the worker drill).
-CLUSTER_TICKS = 200_000
+# A task whose worker died is failed (and retried) after this many seconds without a heartbeat
+# instead of Airflow's 300, so the worker drill takes a minute.
+HEARTBEAT_TIMEOUT = "30"
 
 
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
     root = Path(tempfile.mkdtemp(prefix="lakehouse-cluster-"))
-    settings = {"LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_SERVICES": job_services("hive") + ",spark",
-                "LAKEHOUSE_CATALOG": "hive", "SPARK_DRIVER_MEMORY": "1g", "SPARK_EXECUTOR_MEMORY": "1g",
+    (root / "dags").mkdir()
+    (root / "dags" / f"{PROBE_DAG}.py").write_text(PROBE_DAG_SOURCE)
+    settings = {"LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_CATALOG": "hive", "TRINO": "off",
+                "LAKEHOUSE_DAGS_FOLDER": str(root / "dags"),
+                "SPARK_DRIVER_MEMORY": "1g", "SPARK_EXECUTOR_MEMORY": "1g",
                 "MLOPS_SPARK_WORKER_CORES": "1", "MLOPS_SPARK_WORKER_MEMORY": "1g",
-                "SPARK_SQL_SHUFFLE_PARTITIONS": "4"}
+                "MLOPS_CELERY_WORKER_CONCURRENCY": "2", "SPARK_SQL_SHUFFLE_PARTITIONS": "4",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": HEARTBEAT_TIMEOUT,
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"}
     with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
         saved = dict(os.environ)
         os.environ.update(st.env)  # pyiceberg and the MLflow client in this process see the stack
@@ -41,8 +47,17 @@ def stack(request) -> Stack:
 
 
 @pytest.fixture(scope="session")
-def raw_date(stack) -> dt.date:
+def raw_date(stack):
     from jobs.synthetic.raw_ticks import main as generate
 
     generate(["--dates", CLUSTER_DATE.isoformat(), "--ticks", str(CLUSTER_TICKS), "--out", stack.env["RAW_TICKS_PATH"]])
     return CLUSTER_DATE
+
+
+@pytest.fixture(scope="session")
+def airflow(stack):
+    from scripts.devstack.airflow_api import Airflow
+
+    api = Airflow(stack.env)
+    api.wait_for_dag(PROBE_DAG)
+    return api

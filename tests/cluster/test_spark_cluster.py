@@ -5,13 +5,12 @@ application ran, which worker hosted its executors), the stage's exit code and t
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 
 import pytest
-from conftest import CLUSTER_TICKS
+from cluster_support import CLUSTER_TICKS, LOOPBACK, alive_workers, apps_of, executors_by_worker
 from faults.faults_support import Finished, run_stage, stage_command, stage_env, wait_until
 
 from jobs import contract
@@ -20,35 +19,10 @@ from scripts.devstack.env import REPO, spark_master_ui
 from scripts.devstack.health import http_get, spark_master_status
 from scripts.devstack.services import spark_worker_names
 
-LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-
-
-def _json(url: str) -> dict:
-    status, body = http_get(f"{url}/json/")
-    assert status == 200, f"{url}/json/ returned {status}"
-    return json.loads(body)
-
-
-def alive_workers(env) -> list[dict]:
-    return [w for w in (spark_master_status(env) or {}).get("workers", []) if w["state"] == "ALIVE"]
-
 
 def app_of(env, stage: str, running: bool = False) -> dict | None:
-    """The master's newest application of a stage (its name is lakehouse-<stage>-<date>)."""
-    status = spark_master_status(env) or {}
-    apps = status.get("activeapps" if running else "completedapps", [])
-    return max((a for a in apps if a["name"].startswith(f"lakehouse-{stage}")), key=lambda a: a["starttime"],
-               default=None)
-
-
-def executors_by_worker(env, app_id: str, finished: bool = True) -> dict[str, list[dict]]:
-    """worker id -> that worker's executors of the application (from each worker's own status)."""
-    found = {}
-    for worker in alive_workers(env):
-        status = _json(worker["webuiaddress"])
-        key = "finishedexecutors" if finished else "executors"
-        found[worker["id"]] = [e for e in status.get(key, []) if e["appid"] == app_id]
-    return found
+    apps = apps_of(env, stage, running)
+    return apps[-1] if apps else None
 
 
 def iceberg_rows(table: str, trade_date) -> int:
@@ -137,3 +111,21 @@ def test_the_master_ui_is_where_up_says(stack):
     status, _ = http_get(spark_master_ui(stack.env))
     assert status == 200
     assert f"Spark master: {stack.env['SPARK_MASTER']}" in stack.up_output
+
+
+def test_a_metastore_restarted_between_two_stages_is_transparent(stack, raw_date, bronze_on_cluster):
+    """The catalog goes away after Bronze and comes back with its data: the next stage on the master
+    reads Bronze through it and commits Silver as if nothing happened."""
+    from scripts.devstack.health import hive_metastore_health
+
+    assert bronze_on_cluster.returncode == 0
+    stopped = stack.cli("stop", "hive-metastore")
+    assert stopped.returncode == 0 and "hive-metastore" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not hive_metastore_health(stack.env)[0]
+    started = stack.cli("start", "hive-metastore")
+    assert started.returncode == 0, started.stdout + started.stderr
+    silver = run_stage(stack, "bronze_to_silver", raw_date)
+    assert silver.returncode == 0, silver.output[-3000:]
+    app = app_of(stack.env, "bronze_to_silver")
+    assert app is not None and app["state"] == "FINISHED"
+    assert iceberg_rows(contract.SILVER, raw_date) > 0

@@ -50,10 +50,10 @@ def test_stop_and_start_one_service_keeps_the_others_and_its_data(stack):
 def test_unknown_services_are_refused_before_anything_changes(stack):
     from scripts.devstack.health import mlflow_health
 
-    stop = stack.cli("stop", "mlflow", "postgres")
+    stop = stack.cli("stop", "mlflow", "cassandra")
     assert stop.returncode == 1
-    assert ("unknown service(s) postgres; choose from seaweedfs, hive-metastore, trino, mlflow, pushgateway, "
-            "prometheus, statsd-exporter, airflow") in stop.stderr
+    assert ("unknown service(s) cassandra; choose from seaweedfs, postgres, redis, hive-metastore, trino, mlflow, "
+            "spark, pushgateway, prometheus, statsd-exporter, airflow") in stop.stderr
     assert mlflow_health(stack.env)[0], "a refused stop must not stop the valid names either"
     up = stack.cli("up", env_overrides={"LAKEHOUSE_SERVICES": "seaweedfs,hive"})
     assert up.returncode == 1 and "unknown service(s) hive" in up.stderr
