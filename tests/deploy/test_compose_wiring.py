@@ -39,16 +39,21 @@ def _by_hand(value: str, env: dict) -> str:
         name, fallback = m.group(1), m.group(2)
         return env[name] if env.get(name) else fallback
     text = re.sub(r"\$\{([A-Z0-9_]+):-([^}]*)\}", default, value)
+    text = re.sub(r"\$\{([A-Z0-9_]+):\?[^}]*\}", lambda m: env[m.group(1)], text)
     for container, local in (("spark://spark-master:7077", env["SPARK_MASTER"]),
                              ("/opt/jobs-venv", str(JOBS_VENV)), ("/opt/spark-jars", str(REPO / "var" / "jars")),
-                             ("/opt/airflow", str(REPO))):
+                             ("/opt/airflow", str(REPO)), ("@postgres:5432/", f"@127.0.0.1:{env['POSTGRES_PORT']}/"),
+                             ("@redis:6379/", f"@127.0.0.1:{env['REDIS_PORT']}/")):
         text = text.replace(container, local)
     return text
 
 
-def test_every_spark_variable_of_the_compose_is_wired_or_says_why_not():
-    spark_keys = {k for k in COMMON if k.startswith(("SPARK_", "PYSPARK_", "AIRFLOW_CONN_SPARK", "LAKEHOUSE_JOBS"))}
-    assert spark_keys - set(COMPOSE_WIRED_KEYS) == set(NOT_WIRED), spark_keys - set(COMPOSE_WIRED_KEYS)
+def test_every_engine_variable_of_the_compose_is_wired_or_says_why_not():
+    """Spark's settings, the executor, the metadata database and Celery's broker and backend."""
+    engine_keys = {k for k in COMMON if k.startswith(("SPARK_", "PYSPARK_", "AIRFLOW_CONN_SPARK", "LAKEHOUSE_JOBS",
+                                                      "AIRFLOW__CELERY__", "AIRFLOW__DATABASE__",
+                                                      "AIRFLOW__CORE__EXECUTOR"))}
+    assert engine_keys - set(COMPOSE_WIRED_KEYS) == set(NOT_WIRED), engine_keys - set(COMPOSE_WIRED_KEYS)
     assert set(COMPOSE_WIRED_KEYS) <= set(COMMON)
 
 
@@ -59,6 +64,8 @@ def test_the_cluster_profile_gives_the_compose_values(cluster):
             continue
         assert cluster[key] == _by_hand(str(COMMON[key]), cluster), key
     assert json.loads(cluster["AIRFLOW_CONN_SPARK_DEFAULT"])["host"] == "spark://127.0.0.1:17077"
+    assert cluster["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert cluster["AIRFLOW__CELERY__BROKER_URL"].endswith(f"@127.0.0.1:{cluster['REDIS_PORT']}/0")
     jars = cluster["SPARK_JARS"].split(",")
     assert jars and all((REPO / "var" / "jars").as_posix() in j for j in jars)
 
