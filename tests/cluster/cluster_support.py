@@ -49,7 +49,7 @@ def celery_workloads(home: Path, worker: str) -> set[tuple[str, str, str, int]]:
     """(dag_id, run_id, task_id, try) of every task the worker's own log says it executed."""
     log = home / "logs" / f"{worker}.log"
     text = log.read_text(errors="replace") if log.exists() else ""
-    return {(m[2], m[3], m[1], int(m[4])) for m in _WORKLOAD.findall(text)}
+    return {(dag_id, run_id, task_id, int(attempt)) for task_id, dag_id, run_id, attempt in _WORKLOAD.findall(text)}
 
 
 def _json(url: str) -> dict:
