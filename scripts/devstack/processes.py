@@ -75,16 +75,20 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def _listen_table() -> dict[str, tuple[str, int]]:
-    """socket inode -> (address, port) of every listening TCP socket, from /proc/net/tcp{,6}."""
+def _listen_table(udp: bool = False) -> dict[str, tuple[str, int]]:
+    """socket inode -> (address, port) of every listening TCP socket, from /proc/net/tcp{,6}; with
+    ``udp`` also every bound, unconnected UDP socket (/proc/net/udp{,6}), e.g. statsd_exporter's."""
     import ipaddress
 
     result = {}
-    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+    tables = [("/proc/net/tcp", 4, "0A"), ("/proc/net/tcp6", 16, "0A")]  # 0A: LISTEN
+    if udp:
+        tables += [("/proc/net/udp", 4, "07"), ("/proc/net/udp6", 16, "07")]  # 07: bound, no peer
+    for table, width, state in tables:
         with suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
-                if fields[3] != "0A":  # LISTEN
+                if fields[3] != state:
                     continue
                 hex_address, hex_port = fields[1].split(":")
                 raw = bytes.fromhex(hex_address)  # the kernel prints each 32-bit word in host (little-endian) order
@@ -96,9 +100,10 @@ def _listen_table() -> dict[str, tuple[str, int]]:
     return result
 
 
-def listening_sockets(pids: list[int]) -> set[tuple[int, str, int]]:
-    """(pid, address, port) of every TCP socket those processes listen on (Linux /proc)."""
-    table, found = _listen_table(), set()
+def listening_sockets(pids: list[int], udp: bool = False) -> set[tuple[int, str, int]]:
+    """(pid, address, port) of every TCP socket those processes listen on (Linux /proc), and with
+    ``udp`` of every UDP socket they have bound."""
+    table, found = _listen_table(udp), set()
     for pid in pids:
         with suppress(OSError):
             for fd in os.scandir(f"/proc/{pid}/fd"):

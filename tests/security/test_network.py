@@ -26,19 +26,27 @@ LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def stack_sockets(stack) -> set[tuple[str, str, int]]:
-    found = set()
+    """(service, address, port) of every TCP listener of the stack and of its UDP ports.
+
+    UDP sockets count on the ports the stack declares (statsd_exporter's StatsD port): the send-only
+    sockets of Airflow's StatsD client, which the kernel binds to 0.0.0.0 on their first sendto and
+    nothing ever reads, are clients, not listeners.
+    """
+    declared, found = set(stack.listening_ports.values()), set()
     for pid_file in (stack.home / "run").glob("*.pid"):
         members = processes.session_members(int(pid_file.read_text().split()[0]))
-        found |= {(pid_file.stem, address, port) for _, address, port in processes.listening_sockets(members)}
+        tcp = processes.listening_sockets(members)
+        udp = {s for s in processes.listening_sockets(members, udp=True) - tcp if s[2] in declared}
+        found |= {(pid_file.stem, address, port) for _, address, port in tcp | udp}
     return found
 
 
 def _scan_until_every_port_is_seen(stack, timeout: float = 30) -> set[tuple[str, str, int]]:
     """The union of scans until each of the stack's ports has been seen once.
 
-    /proc/net/tcp is not one atomic snapshot: a socket can be left out of a read while the table
-    changes under it (seen once in CI on a busy machine), so one scan may miss a port that is open.
-    A port that never shows within the timeout is missing for real.
+    UDP counts (statsd_exporter's StatsD port is one). /proc/net/tcp is not one atomic snapshot: a
+    socket can be left out of a read while the table changes under it, so one scan may miss a port
+    that is open. A port that never shows within the timeout is missing for real.
     """
     expected, seen = stack.listening_ports, set()
     deadline = time.monotonic() + timeout
