@@ -70,10 +70,15 @@ def apps_of(env, stage: str, running: bool = False) -> list[dict]:
 
 
 def executors_by_worker(env, app_id: str, finished: bool = True) -> dict[str, list[dict]]:
-    """worker id -> that worker's executors of the application (from each worker's own status)."""
+    """worker id -> that worker's executors of the application (from each worker's own status).
+
+    ``finished``: running or finished ones. The master removes an application about a second
+    before its workers move the killed executors to their finished list (seen in CI), so an
+    application that just ended may still show running executors. Else only running ones.
+    """
     found = {}
     for worker in alive_workers(env):
         status = _json(worker["webuiaddress"])
-        found[worker["id"]] = [e for e in status.get("finishedexecutors" if finished else "executors", [])
-                               if e["appid"] == app_id]
+        listed = [*status.get("executors", []), *(status.get("finishedexecutors", []) if finished else [])]
+        found[worker["id"]] = [e for e in listed if e["appid"] == app_id]
     return found
