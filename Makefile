@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback backup restore lint test test-cluster test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog
+.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback backup restore lint test test-cluster test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog bench-cluster
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -145,6 +145,9 @@ bench: deps ## Measure tracking overhead, 10x scaling, Spark vs DuckDB and stack
 
 bench-catalog: deps ## Stage times and stack memory of the hive catalog (metastore, S3) vs jdbc (SQLite, folder) -> bench/catalog_cost.json
 	$(JOBS_VENV)/bin/python -m bench.stage_fixed --compare catalog --out bench/catalog_cost.json
+
+bench-cluster: deps test-deps ## On the cluster profile: raw_to_bronze at 10M ticks on one vs two Spark workers, task throughput on one vs two Celery workers -> bench/cluster_scaling.json (~20 min)
+	$(JOBS_VENV)/bin/python -m bench.cluster_scaling
 
 clean: down ## Stop services and delete all embedded data (var/stack, var/stack-cluster with PROFILE=cluster)
 	rm -rf var/stack$(if $(filter cluster,$(PROFILE)),-cluster)

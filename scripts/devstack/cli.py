@@ -102,6 +102,7 @@ from scripts.devstack.services import (
     spark_worker_names,
     statsd_exporter_service,
     unprivileged,
+    unprivileged_refusal,
     write_hive_site,
     write_prometheus_config,
     write_s3_identities,
@@ -205,11 +206,14 @@ def _up_postgres(env: dict) -> str:
     """Postgres as the compose's `postgres` and `mlflow-db-init` leave it: a cluster whose superuser is
     POSTGRES_USER with POSTGRES_DB, then MLflow's role and two databases (that service's own SQL)."""
     svc = postgres_service(env)
+    if read_pid(env, svc.name) is None and (why := unprivileged_refusal()):
+        raise StackError(f"Postgres refuses to run as root and cannot be given another user here: {why}; "
+                         "run the cluster profile as an ordinary user, or where user namespaces are allowed")
     if read_pid(env, svc.name) is None and not (postgres_data(env) / "PG_VERSION").exists():
         _initdb(env)
     state = _start_if_stopped(env, svc, f"on {LOOPBACK}:{env['POSTGRES_PORT']}")
     _wait(env, [svc.name], lambda: postgres_health(env), "Postgres", _timeout(60))
-    _postgres_databases(env)
+    _postgres_databases(env)  # idempotent, as the compose's one-shot service: repairs a start that failed half-way
     return state
 
 

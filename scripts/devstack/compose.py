@@ -75,9 +75,14 @@ def _localise(value: str, env: dict[str, str]) -> str:
     return value
 
 
+def as_local(value: object, env: dict[str, str]) -> str:
+    """One compose value as this machine runs it: interpolated over the embedded values, then mapped."""
+    return _localise(interpolate(str(value), embedded_values(env)), env)
+
+
 def config_content(name: str, env: dict[str, str]) -> str:
     """A `configs:` entry's inline content, interpolated (the Redis config, MLflow's login ini)."""
-    return _localise(interpolate(_load()["configs"][name]["content"], embedded_values(env)), env)
+    return as_local(_load()["configs"][name]["content"], env)
 
 
 def service(name: str) -> dict:
@@ -89,15 +94,13 @@ def service(name: str) -> dict:
 
 def service_command(name: str, env: dict[str, str]) -> list[str]:
     """A service's entrypoint and command, interpolated and with container paths mapped."""
-    spec, values = service(name), embedded_values(env)
-    argv = [*(spec.get("entrypoint") or []), *(spec.get("command") or [])]
-    return [_localise(interpolate(str(a), values), env) for a in argv]
+    spec = service(name)
+    return [as_local(a, env) for a in [*(spec.get("entrypoint") or []), *(spec.get("command") or [])]]
 
 
 def service_environment(name: str, env: dict[str, str]) -> dict[str, str]:
     """A service's environment (a mapping in this compose file), interpolated and mapped."""
-    values = embedded_values(env)
-    return {k: _localise(interpolate(str(v), values), env) for k, v in (service(name).get("environment") or {}).items()}
+    return {k: as_local(v, env) for k, v in (service(name).get("environment") or {}).items()}
 
 
 def service_variable(name: str, key: str, env: dict[str, str]) -> str:
@@ -105,13 +108,13 @@ def service_variable(name: str, key: str, env: dict[str, str]) -> str:
     value = (service(name).get("environment") or {}).get(key)
     if value is None:
         raise StackError(f"{COMPOSE_FILE.name}: service {name} sets no {key}")
-    return _localise(interpolate(str(value), embedded_values(env)), env)
+    return as_local(value, env)
 
 
 def airflow_environment(env: dict[str, str], keys: tuple[str, ...]) -> dict[str, str]:
     """The listed variables of every Airflow container (x-airflow-common), as this machine runs them."""
-    common, values = _load()["x-airflow-common"]["environment"], embedded_values(env)
+    common = _load()["x-airflow-common"]["environment"]
     missing = [k for k in keys if k not in common]
     if missing:
         raise StackError(f"{COMPOSE_FILE.name}: x-airflow-common sets no {', '.join(missing)}")
-    return {k: _localise(interpolate(str(common[k]), values), env) for k in keys}
+    return {k: as_local(common[k], env) for k in keys}

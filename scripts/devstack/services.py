@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -239,15 +240,6 @@ def hive_metastore_service(env: dict) -> Service:
 def mlflow_service(env: dict) -> Service:
     d = dirs(env)
     port = env["MLFLOW_PORT"]
-    argv = [
-        str(JOBS_VENV / "bin" / "mlflow"), "server",
-        "--host", LOOPBACK, "--port", port, "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{d['mlflow'] / 'mlflow.db'}",
-        "--artifacts-destination", env["MLFLOW_ARTIFACTS_DESTINATION"],
-        "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port},{LOOPBACK},localhost",
-        # MLflow's own request metrics on /metrics (prometheus-flask-exporter, multiprocess files here).
-        "--expose-prometheus", str(mlflow_metrics_dir(env)),
-    ]
     # Job execution (GenAI scorers) spawns extra huey workers we do not use.
     extra = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     if cluster_profile(env):
@@ -255,9 +247,18 @@ def mlflow_service(env: dict) -> Service:
         # the password stays off the command line.
         from scripts.devstack import compose
 
-        argv.remove("--backend-store-uri")
-        argv.remove(f"sqlite:///{d['mlflow'] / 'mlflow.db'}")
+        backend = []
         extra["MLFLOW_BACKEND_STORE_URI"] = compose.service_variable("mlflow", "MLFLOW_BACKEND_STORE_URI", env)
+    else:
+        backend = ["--backend-store-uri", f"sqlite:///{d['mlflow'] / 'mlflow.db'}"]
+    argv = [
+        str(JOBS_VENV / "bin" / "mlflow"), "server",
+        "--host", LOOPBACK, "--port", port, "--workers", "1", *backend,
+        "--artifacts-destination", env["MLFLOW_ARTIFACTS_DESTINATION"],
+        "--allowed-hosts", f"{LOOPBACK}:{port},localhost:{port},{LOOPBACK},localhost",
+        # MLflow's own request metrics on /metrics (prometheus-flask-exporter, multiprocess files here).
+        "--expose-prometheus", str(mlflow_metrics_dir(env)),
+    ]
     if mlflow_auth_on(env):
         # MLflow's basic-auth app; its config (written by write_mlflow_auth_ini) and the Flask
         # secret (MLFLOW_FLASK_SERVER_SECRET_KEY, from .env) come from the environment, not argv.
@@ -439,6 +440,15 @@ def unprivileged(argv: list[str]) -> list[str]:
 
     nobody = pwd.getpwnam("nobody")
     return ["unshare", "--user", f"--map-user={nobody.pw_uid}", f"--map-group={nobody.pw_gid}", *argv]
+
+
+def unprivileged_refusal() -> str:
+    """Why `unprivileged` cannot work on this machine (root in a container without user namespaces),
+    or "" when it can: asked once before Postgres starts, so the failure names its cause."""
+    if os.geteuid() != 0:
+        return ""
+    probe = subprocess.run(unprivileged(["true"]), capture_output=True, text=True)
+    return "" if probe.returncode == 0 else f"root without user namespaces ({probe.stderr.strip() or probe.returncode})"
 
 
 def postgres_data(env: dict) -> Path:

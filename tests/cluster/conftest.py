@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cluster_support import CLUSTER_DATE, CLUSTER_TICKS, PROBE_DAG, PROBE_DAG_SOURCE
 
+from scripts.devstack.services import unprivileged_refusal
 from scripts.devstack.temporary import Stack, running_stack
 
 # A task whose worker died is failed (and retried) after this many seconds without a heartbeat
@@ -24,21 +25,9 @@ from scripts.devstack.temporary import Stack, running_stack
 HEARTBEAT_TIMEOUT = "30"
 
 
-def _postgres_can_run() -> str:
-    """Why the cluster profile's Postgres cannot start on this machine, or "" when it can."""
-    import subprocess
-
-    from scripts.devstack.services import unprivileged
-
-    if os.geteuid() != 0:
-        return ""
-    probe = subprocess.run(unprivileged(["true"]), capture_output=True, text=True)
-    return "" if probe.returncode == 0 else f"root without user namespaces ({probe.stderr.strip()})"
-
-
 @pytest.fixture(scope="session")
 def stack(request) -> Stack:
-    if why := _postgres_can_run():
+    if why := unprivileged_refusal():
         pytest.skip(f"Postgres refuses to run as root and cannot be given another user here: {why}")
     root = Path(tempfile.mkdtemp(prefix="lakehouse-cluster-"))
     (root / "dags").mkdir()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts.devstack.env import JOBS_VENV, REPO
+from scripts.devstack.services import unprivileged_refusal
 from scripts.devstack.temporary import Stack, running_stack
 
 DATES = (dt.date(2026, 11, 24), dt.date(2026, 11, 25))
@@ -28,21 +29,9 @@ class Demo:
     output: str
 
 
-def _postgres_can_run() -> str:
-    """Why the cluster profile's Postgres cannot start on this machine, or "" when it can."""
-    import subprocess
-
-    from scripts.devstack.services import unprivileged
-
-    if os.geteuid() != 0:
-        return ""
-    probe = subprocess.run(unprivileged(["true"]), capture_output=True, text=True)
-    return "" if probe.returncode == 0 else f"root without user namespaces ({probe.stderr.strip()})"
-
-
 @pytest.fixture(scope="session")
 def demo(request) -> Demo:
-    if why := _postgres_can_run():
+    if why := unprivileged_refusal():
         pytest.skip(f"Postgres refuses to run as root and cannot be given another user here: {why}")
     root = Path(tempfile.mkdtemp(prefix="lakehouse-cluster-e2e-"))
     settings = {"LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_CATALOG": "hive", "TRINO": "off",

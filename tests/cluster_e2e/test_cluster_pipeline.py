@@ -48,3 +48,35 @@ def test_mlflow_holds_each_stage_figures(demo):
     assert {d.isoformat() for d in DATES} <= set(by_date)
     rows_in = sum(by_date[d.isoformat()].data.metrics[contract.METRIC_ROWS_IN] for d in DATES)
     assert rows_in >= TICKS  # the calm and the stressed date's ticks, plus the messy second delivery
+
+
+# Each data stage's output table, whose rows for the date its rows_out counts.
+STAGE_OUTPUT = {contract.RAW_TO_BRONZE: contract.BRONZE, contract.BRONZE_TO_SILVER: contract.SILVER,
+                contract.SILVER_TO_GOLD: contract.GOLD, contract.FEATURE_ENGINEERING: contract.FEATURES}
+
+
+def test_tables_and_mlflow_figures_equal_the_default_profiles(demo):
+    """The same RAW through the default profile's engine (local Spark, in this process) into a fresh
+    namespace of the same catalog: the cluster's tables hold the same rows, and MLflow's figures of
+    every data stage and date are those rows."""
+    from mlflow import MlflowClient
+    from nights_support import clean_reprocessing, fingerprint
+
+    cluster = fingerprint()
+    reference = clean_reprocessing(list(DATES), "cluster_reference")
+    assert cluster == reference, sorted(set(cluster.items()) ^ set(reference.items()))
+
+    client = MlflowClient(demo.stack.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(demo.stack.env["MLFLOW_EXPERIMENT_NAME"])
+    for stage, table in STAGE_OUTPUT.items():
+        runs = client.search_runs([experiment.experiment_id], f"tags.`{contract.TAG_STAGE}` = '{stage}'",
+                                  order_by=["attributes.start_time DESC"])
+        for day in DATES:
+            finished = [r for r in runs if r.info.status == "FINISHED"
+                        and r.data.tags.get(contract.TAG_TRADE_DATE) == day.isoformat()]
+            assert finished, (stage, day)
+            figures = finished[0].data.metrics
+            assert figures[contract.METRIC_ROWS_OUT] == reference[(table, day.isoformat())][0], (stage, day, figures)
+            if stage == contract.BRONZE_TO_SILVER:
+                rejected = reference.get((contract.QUARANTINE, day.isoformat()), (0, 0))[0]
+                assert figures[contract.METRIC_ROWS_REJECTED] == rejected, (stage, day, figures)
