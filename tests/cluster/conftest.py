@@ -11,12 +11,15 @@ submitted to the master with the command the DAG's SparkSubmitOperator builds
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 from cluster_support import CLUSTER_DATE, CLUSTER_TICKS, PROBE_DAG, PROBE_DAG_SOURCE
 
+from jobs import contract
+from scripts.devstack.env import REPO
 from scripts.devstack.services import unprivileged_refusal
 from scripts.devstack.temporary import Stack, running_stack
 
@@ -32,13 +35,16 @@ def stack(request) -> Stack:
     root = Path(tempfile.mkdtemp(prefix="lakehouse-cluster-"))
     (root / "dags").mkdir()
     (root / "dags" / f"{PROBE_DAG}.py").write_text(PROBE_DAG_SOURCE)
+    # The project's own DAG beside the probe, for the drill that kills a Celery worker inside a stage.
+    shutil.copy(REPO / "dags" / f"{contract.ML_PIPELINE}.py", root / "dags")
     settings = {"LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_CATALOG": "hive", "TRINO": "off",
                 "LAKEHOUSE_DAGS_FOLDER": str(root / "dags"),
                 "SPARK_DRIVER_MEMORY": "1g", "SPARK_EXECUTOR_MEMORY": "1g",
                 "MLOPS_SPARK_WORKER_CORES": "1", "MLOPS_SPARK_WORKER_MEMORY": "1g",
                 "MLOPS_CELERY_WORKER_CONCURRENCY": "2", "SPARK_SQL_SHUFFLE_PARTITIONS": "4",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": HEARTBEAT_TIMEOUT,
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5"}
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                "PIPELINE_RETRY_DELAY_SECONDS": "5"}
     with running_stack(root, settings, keep_on_failure=lambda: request.session.testsfailed > 0) as st:
         saved = dict(os.environ)
         os.environ.update(st.env)  # pyiceberg and the MLflow client in this process see the stack

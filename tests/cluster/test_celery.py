@@ -9,13 +9,16 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from cluster_support import HOLD_TASK, PROBE_DAG, PROBE_FANOUT, celery_workloads
+from cluster_support import CLUSTER_TICKS, HOLD_TASK, PROBE_DAG, PROBE_FANOUT, apps_of, celery_workloads
 from faults.faults_support import wait_until
 
+from jobs import contract
 from scripts.devstack import processes
 from scripts.devstack.env import celery_worker_names
+from scripts.devstack.health import spark_master_status
 
 
 def psql(stack, sql: str, database: str, user: str = "", password: str = "") -> list[str]:
@@ -97,3 +100,67 @@ def test_the_metadata_stores_listen_on_loopback_only(stack, name):
     sockets = processes.listening_sockets(processes.session_members(pid))
     assert {port for _, _, port in sockets} == {int(stack.env[f"{name.upper()}_PORT"])}
     assert {address for _, address, _ in sockets} <= {"127.0.0.1"}
+
+
+def test_a_celery_worker_killed_inside_a_stage_leaves_one_mlflow_run_and_one_commit(stack, airflow, raw_date):
+    """ml_pipeline's raw_to_bronze, its driver inside the Celery task as in production, loses its
+    worker (worker, pool, task process and spark-submit) while its application runs on the master.
+    The task is retried on the other worker; MLflow keeps one finished run of the stage (try 1's is
+    ended KILLED, not left RUNNING beside it) and Bronze holds the date's ticks exactly once."""
+    from mlflow import MlflowClient
+
+    from jobs.lakehouse.settings import Settings
+
+    dag, stage = contract.ML_PIPELINE, contract.RAW_TO_BRONZE
+    airflow.wait_for_dag(dag)
+    airflow.unpause(dag)
+    run_id = airflow.trigger(raw_date, dag_id=dag, tag="celery-kill")
+
+    def stage_try(number: int):
+        ti = next((t for t in airflow.task_instances(run_id, dag) if t["task_id"] == stage), None)
+        return ti if ti and ti["try_number"] == number else None
+
+    def holder():
+        if not apps_of(stack.env, stage, running=True):  # the driver has registered with the master
+            return None
+        return next((w for w in celery_worker_names(stack.env)
+                     if (dag, run_id, stage, 1) in celery_workloads(stack.home, w)), None)
+
+    victim = wait_until(holder, 600, f"{stage}'s application to run on the master", poll=0.5)
+    pid = int((stack.home / "run" / f"{victim}.pid").read_text())
+    members = processes.session_members(pid)
+    commands = {m: (Path(f"/proc/{m}/cmdline").read_bytes() if Path(f"/proc/{m}").exists() else b"") for m in members}
+    assert any(b"spark-submit" in c or b"SparkSubmit" in c for c in commands.values()), \
+        "the stage's spark-submit was expected among the Celery worker's processes"
+    for member in members:
+        os.kill(member, signal.SIGKILL)
+    try:
+        wait_until(lambda: not apps_of(stack.env, stage, running=True), 120, "try 1's application to end")
+        retried = wait_until(lambda: (ti := stage_try(2)) and ti["state"] in ("success", "failed") and ti, 600,
+                             f"{stage} try 2 to end", poll=1)
+        assert retried["state"] == "success", retried
+        survivor = next(w for w in celery_worker_names(stack.env) if w != victim)
+        assert (dag, run_id, stage, 2) in celery_workloads(stack.home, survivor)
+    finally:
+        # The rest of the run is not this drill's: failing the run stops its remaining tasks.
+        airflow.call("PATCH", f"/api/v2/dags/{dag}/dagRuns/{run_id}", {"state": "failed"})
+        started = stack.cli("start", "airflow")
+        assert started.returncode == 0, started.stdout + started.stderr
+    active = ("running", "queued", "scheduled")
+    wait_until(lambda: all(s not in active for s in airflow.task_states(run_id, dag).values())
+               and not spark_master_status(stack.env).get("activeapps"), 300, "the run's tasks to stop", poll=1)
+
+    client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(stack.env["MLFLOW_EXPERIMENT_NAME"])
+    parents = client.search_runs([experiment.experiment_id], contract.parent_run_filter(dag, run_id))
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    runs = client.search_runs([experiment.experiment_id], " and ".join(
+        (contract.child_runs_filter(parents[0].info.run_id), contract.tag_equals(contract.TAG_STAGE, stage))))
+    by_try = sorted((r.data.tags.get(contract.TAG_TRY_NUMBER), r.info.status) for r in runs)
+    assert by_try == [("1", "KILLED"), ("2", "FINISHED")], by_try
+
+    settings = Settings.from_env()
+    bronze = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{contract.BRONZE}")
+    from pyiceberg.expressions import EqualTo
+
+    assert bronze.scan(row_filter=EqualTo("trade_date", raw_date.isoformat())).to_arrow().num_rows == CLUSTER_TICKS
