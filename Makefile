@@ -146,7 +146,7 @@ bench: deps ## Measure tracking overhead, 10x scaling, Spark vs DuckDB and stack
 bench-catalog: deps ## Stage times and stack memory of the hive catalog (metastore, S3) vs jdbc (SQLite, folder) -> bench/catalog_cost.json
 	$(JOBS_VENV)/bin/python -m bench.stage_fixed --compare catalog --out bench/catalog_cost.json
 
-bench-cluster: deps test-deps ## On the cluster profile: raw_to_bronze at 10M ticks on one vs two Spark workers, task throughput on one vs two Celery workers -> bench/cluster_scaling.json (~20 min)
+bench-cluster: deps test-deps ## On the cluster profile: raw_to_bronze at 10M ticks on one vs two Spark workers, task throughput on one vs two Celery workers -> bench/cluster_scaling.json (~7 min)
 	$(JOBS_VENV)/bin/python -m bench.cluster_scaling
 
 clean: down ## Stop services and delete all embedded data (var/stack, var/stack-cluster with PROFILE=cluster)
