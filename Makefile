@@ -36,10 +36,12 @@ $(JOBS_VENV)/.installed: requirements/jobs.lock
 	@touch $@
 
 # Pinned in requirements/jars/pom.xml; -C fails on a checksum mismatch. A changed pom rebuilds var/jars.
-var/jars/.built: requirements/jars/pom.xml
-	@rm -rf var/jars
+var/jars/.built: requirements/jars/pom.xml requirements/jars/metastore/pom.xml
+	@rm -rf var/jars var/metastore-jars
 	@$(STEP) "deps 4/6: Spark jars from Maven Central into var/jars (Iceberg, AWS bundle, hadoop-aws, SQLite JDBC)" \
 		mvn -B -q -C -f requirements/jars/pom.xml dependency:copy-dependencies
+	@$(STEP) "deps 4/6: the metastore's Postgres JDBC driver into var/metastore-jars (cluster profile)" \
+		mvn -B -q -C -f requirements/jars/metastore/pom.xml dependency:copy-dependencies
 	@touch $@
 
 # Trino 476 (requirements/trino/pom.xml, -C as above) into var/trino; without a Java 24+ JDK

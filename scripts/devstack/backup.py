@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.devstack.env import ALERT_RECEIVER, REPO, SERVICE_NAMES, StackError
+from scripts.devstack.env import ALERT_RECEIVER, REPO, SERVICE_NAMES, StackError, cluster_profile
 from scripts.devstack.processes import dirs, read_pid
 
 FORMAT_VERSION = 1
@@ -221,10 +221,19 @@ def active_runs(env: dict) -> list[str]:
     return found
 
 
+def refuse_cluster_profile(env: dict) -> None:
+    """The cluster profile keeps Airflow's, MLflow's and the metastore's state in Postgres, which these
+    file archives do not hold: refused, rather than an archive that would restore without them."""
+    if cluster_profile(env):
+        raise StackError("make backup/restore cover the default profile's files; the cluster profile keeps Airflow, "
+                         "MLflow and the metastore in Postgres: back it up with pg_dumpall (README, Backups)")
+
+
 def backup(env: dict, stop: Callable[[dict], object], start: Callable[[dict, list[str]], object], *,
            out_dir: Path | None = None, keep: int | None = None, include_secrets: bool = False,
            force: bool = False) -> tuple[Path, dict, list[Path]]:
     """Quiesce, archive, start again what ran, prune. Returns the archive, its manifest, the pruned ones."""
+    refuse_cluster_profile(env)
     out_dir = out_dir or backup_dir(env)
     keep = keep or backup_keep(env)
     running = running_services(env)
@@ -273,6 +282,7 @@ def resolve_archive(env: dict, which: str) -> Path:
 
 def restore(env: dict, archive: Path, now: dt.datetime | None = None) -> tuple[Path, dict]:
     """Unpacks `archive` into LAKEHOUSE_HOME; returns where the state it replaced went, and the manifest."""
+    refuse_cluster_profile(env)
     if running := running_services(env):
         raise StackError(f"services still running ({', '.join(running)}): `make down` first")
     known = {c.name: c for c in COMPONENTS}

@@ -204,7 +204,8 @@ def _start_if_stopped(env: dict, svc, what: str, prepare=None) -> str:
 
 def _up_postgres(env: dict) -> str:
     """Postgres as the compose's `postgres` and `mlflow-db-init` leave it: a cluster whose superuser is
-    POSTGRES_USER with POSTGRES_DB, then MLflow's role and two databases (that service's own SQL)."""
+    POSTGRES_USER with POSTGRES_DB, then MLflow's role and two databases (that service's own SQL), and
+    the embedded metastore's role and database."""
     svc = postgres_service(env)
     if read_pid(env, svc.name) is None and (why := unprivileged_refusal()):
         raise StackError(f"Postgres refuses to run as root and cannot be given another user here: {why}; "
@@ -234,6 +235,20 @@ def _initdb(env: dict) -> None:
         raise failure(env, ["postgres-initdb"], f"initdb failed with exit code {rc}")
 
 
+# The metastore's role and database (profile only: in production the metastore is the lakehouse's own),
+# made the way the compose's mlflow-db-init makes MLflow's; secrets through \getenv, never argv.
+METASTORE_DATABASE_SQL = """\\getenv db_user DB_USER
+\\getenv db_name DB_NAME
+\\getenv db_password DB_PASSWORD
+SELECT format('CREATE ROLE %I LOGIN', :'db_user')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'db_user')\\gexec
+ALTER ROLE :"db_user" WITH LOGIN PASSWORD :'db_password';
+SELECT format('CREATE DATABASE %I OWNER %I', :'db_name', :'db_user')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db_name')\\gexec
+REVOKE ALL ON DATABASE :"db_name" FROM PUBLIC;
+"""
+
+
 def _postgres_databases(env: dict) -> None:
     from scripts.devstack import compose
 
@@ -244,9 +259,13 @@ def _postgres_databases(env: dict) -> None:
               "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n")
     init = compose.service_environment("mlflow-db-init", env)
     script = compose.service_command("mlflow-db-init", env)
+    metastore = {**admin, "DB_USER": env.get("HIVE_METASTORE_DB_USER") or "hive",
+                 "DB_NAME": env.get("HIVE_METASTORE_DB_NAME") or "metastore",
+                 "DB_PASSWORD": env["HIVE_METASTORE_DB_PASSWORD"]}
     with open(log_path(env, "postgres-initdb"), "ab") as log:
         for argv, extra, stdin in ((["psql", "-v", "ON_ERROR_STOP=1", "-q"], admin, create),
-                                   (script, {**init, "PGHOST": LOOPBACK, "PGPORT": env["POSTGRES_PORT"]}, "")):
+                                   (script, {**init, "PGHOST": LOOPBACK, "PGPORT": env["POSTGRES_PORT"]}, ""),
+                                   (["psql", "-v", "ON_ERROR_STOP=1", "-q"], metastore, METASTORE_DATABASE_SQL)):
             proc = subprocess.run(argv, input=stdin, text=True, env={**os.environ, **extra}, stdout=log,
                                   stderr=subprocess.STDOUT)
             if proc.returncode != 0:
@@ -262,7 +281,8 @@ def _up_redis(env: dict) -> str:
 
 
 def _up_hive_metastore(env: dict) -> str:
-    """The catalog hive_prod: its Derby schema is created on the first start (~10-60 s)."""
+    """The catalog hive_prod: its schema (Derby, or Postgres in the cluster profile) is created on the
+    first start (~10-60 s)."""
     svc = hive_metastore_service(env)
     state = _start_if_stopped(env, svc, f"the Hive metastore on {LOOPBACK}:{env['HIVE_METASTORE_PORT']}",
                               write_hive_site)

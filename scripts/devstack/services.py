@@ -198,14 +198,14 @@ def _pyspark_jars() -> Path:
 
 
 def write_hive_site(env: dict) -> Path:
-    """hive-site.xml of the embedded metastore: its Derby database and S3A on SeaweedFS.
+    """hive-site.xml of the embedded metastore: its catalog database (Derby, or Postgres in the cluster
+    profile) and S3A on SeaweedFS.
 
     Creating a table or namespace makes its folder through Hadoop's FileSystem, hence S3A here
-    (hadoop-aws from var/jars); the keys are the .env ones, so the file is private.
+    (hadoop-aws from var/jars); the keys and the database password are the .env ones, so the file is private.
     """
     d = dirs(env)["hive-metastore"]
-    conf = {
-        "javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={d / 'metastore_db'};create=true",
+    conf = {**metastore_database(env),
         "datanucleus.schema.autoCreateAll": "true",
         "hive.metastore.schema.verification": "false",
         "hive.metastore.warehouse.dir": env["ICEBERG_WAREHOUSE"],
@@ -222,18 +222,44 @@ def write_hive_site(env: dict) -> Path:
     return write_private(d / "conf" / "hive-site.xml", xml)
 
 
+def metastore_database(env: dict) -> dict[str, str]:
+    """Where the metastore keeps its catalog: Derby in its folder, or in the cluster profile the
+    profile's Postgres under HIVE_METASTORE_DB_* (the role and database `_postgres_databases` makes)."""
+    if not cluster_profile(env):
+        return {"javax.jdo.option.ConnectionURL":
+                f"jdbc:derby:;databaseName={dirs(env)['hive-metastore'] / 'metastore_db'};create=true"}
+    return {
+        "javax.jdo.option.ConnectionURL":
+            f"jdbc:postgresql://{LOOPBACK}:{env['POSTGRES_PORT']}/{env.get('HIVE_METASTORE_DB_NAME') or 'metastore'}",
+        "javax.jdo.option.ConnectionDriverName": "org.postgresql.Driver",
+        "javax.jdo.option.ConnectionUserName": env.get("HIVE_METASTORE_DB_USER") or "hive",
+        "javax.jdo.option.ConnectionPassword": env["HIVE_METASTORE_DB_PASSWORD"],
+    }
+
+
+def metastore_jars() -> list[Path]:
+    """The Postgres JDBC driver `make deps` puts in var/metastore-jars (requirements/jars/metastore)."""
+    return sorted((REPO / "var" / "metastore-jars").glob("*.jar"))
+
+
 def hive_metastore_service(env: dict) -> Service:
     """Hive 2.3.9's metastore from pyspark's jars, on 127.0.0.1 through LoopbackMetastore.java."""
     d = dirs(env)["hive-metastore"]
     jars = REPO / "var" / "jars"
     s3a = sorted(str(p) for p in (*jars.glob("hadoop-aws-*.jar"), *jars.glob("aws-java-sdk-bundle-*.jar")))
-    classpath = os.pathsep.join([str(d / "conf"), f"{_pyspark_jars()}/*", *s3a])
+    extra: list[str] = []
+    if cluster_profile(env):
+        extra = [str(p) for p in metastore_jars()]
+        if not extra:
+            raise StackError("the cluster profile's metastore needs the Postgres JDBC driver in var/metastore-jars; "
+                             "run `make deps`")
+    classpath = os.pathsep.join([str(d / "conf"), f"{_pyspark_jars()}/*", *s3a, *extra])
     argv = [str(Path(env["JAVA_HOME"]) / "bin" / "java"), f"-Xmx{env.get('HIVE_METASTORE_HEAP') or '512m'}",
             "-Dlog4j2.contextSelector=org.apache.logging.log4j.core.selector.ClassLoaderContextSelector",
             f"-Dderby.system.home={d}", "-cp", classpath,
             str(Path(__file__).with_name("java") / "LoopbackMetastore.java"), LOOPBACK, env["HIVE_METASTORE_PORT"]]
-    if not (d / "metastore_db").exists():
-        argv.append("--init-txn")
+    if cluster_profile(env) or not (d / "metastore_db").exists():
+        argv.append("--init-txn")  # on Postgres it checks for the tables itself
     return Service(HIVE_METASTORE, HIVE_METASTORE, argv, d, [("HIVE_METASTORE_PORT", int(env["HIVE_METASTORE_PORT"]))])
 
 

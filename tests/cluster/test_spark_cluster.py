@@ -124,8 +124,32 @@ def test_a_metastore_restarted_between_two_stages_is_transparent(stack, raw_date
     assert not hive_metastore_health(stack.env)[0]
     started = stack.cli("start", "hive-metastore")
     assert started.returncode == 0, started.stdout + started.stderr
+    log = (stack.home / "logs" / "hive-metastore.log").read_text()
+    assert "metastore transaction tables present" in log, "a restart must find its lock tables in Postgres"
     silver = run_stage(stack, "bronze_to_silver", raw_date)
     assert silver.returncode == 0, silver.output[-3000:]
     app = app_of(stack.env, "bronze_to_silver")
     assert app is not None and app["state"] == "FINISHED"
     assert iceberg_rows(contract.SILVER, raw_date) > 0
+
+
+def metastore_sql(env: dict, query: str) -> list[str]:
+    """One query in the metastore's own Postgres database, as its role (psql, secrets via the environment)."""
+    out = subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-tA", "-c", query], capture_output=True, text=True,
+                         env={**os.environ, "PGHOST": "127.0.0.1", "PGPORT": env["POSTGRES_PORT"],
+                              "PGUSER": env["HIVE_METASTORE_DB_USER"], "PGDATABASE": env["HIVE_METASTORE_DB_NAME"],
+                              "PGPASSWORD": env["HIVE_METASTORE_DB_PASSWORD"]}, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_the_catalog_and_its_commit_locks_live_in_postgres(stack, bronze_on_cluster):
+    """The profile's metastore keeps hive_prod in Postgres: the Bronze commit's table is a row of
+    TBLS there and its commit lock went through Hive's lock tables there; no Derby database exists."""
+    assert bronze_on_cluster.returncode == 0
+    assert contract.BRONZE in metastore_sql(stack.env, 'SELECT "TBL_NAME" FROM "TBLS"')
+    assert int(metastore_sql(stack.env, "SELECT nl_next FROM next_lock_id")[0]) > 1, "no commit took a lock"
+    assert metastore_sql(stack.env, "SELECT count(*) FROM hive_locks") == ["0"], "a lock was left behind"
+    assert not (stack.home / "hive-metastore" / "metastore_db").exists()
+    site = (stack.home / "hive-metastore" / "conf" / "hive-site.xml").read_text()
+    assert "jdbc:postgresql://" in site and "jdbc:derby" not in site

@@ -116,6 +116,21 @@ def test_retention_keeps_the_newest_and_a_restore_moves_the_replaced_state_aside
     assert restored.execute("SELECT state FROM dag_run").fetchall() == [("success",)]
 
 
+def test_the_cluster_profile_is_refused_before_anything_stops_or_moves(tmp_path):
+    """Its Airflow, MLflow and metastore state is in Postgres, which a file archive would not hold."""
+    f = fake_home(tmp_path)
+    archive, _ = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]))
+    f["db"].close()
+    cluster = {**f["env"], "LAKEHOUSE_PROFILE": "cluster"}
+    calls = []
+    with pytest.raises(StackError, match="pg_dumpall"):
+        backup.backup(cluster, stop=calls.append, start=lambda *a: calls.append(a))
+    with pytest.raises(StackError, match="pg_dumpall"):
+        backup.restore(cluster, archive)
+    assert calls == [] and backup.archives(Path(f["env"]["BACKUP_DIR"])) == [archive]
+    assert (f["home"] / "seaweedfs" / "data" / "1.dat").exists()
+
+
 def test_a_damaged_or_foreign_archive_is_refused_before_anything_moves(tmp_path):
     f = fake_home(tmp_path)
     archive, _ = backup.write_archive(f["env"], Path(f["env"]["BACKUP_DIR"]))
