@@ -88,7 +88,9 @@ GOLD = "gold_option_bars_1m"
 FEATURES = "features_option_bars"
 PREDICTIONS = "predictions_option_bars"
 DRIFT = "monitoring_feature_drift"
-ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT)
+# Monitoring facts the stages write about themselves (jobs/lakehouse/facts.py): one row per stage try.
+STAGE_RUNS = "stage_runs"
+ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT, STAGE_RUNS)
 
 # --------------------------------------------------------------------------------------------------
 # MLflow: tag keys, metric keys, model aliases

@@ -101,6 +101,12 @@ def iceberg_tables(namespace: str | None = None) -> dict:
     return tables
 
 
+def snapshot_bound(name: str, retain_last: int, refs: set[int]) -> int:
+    """Snapshots a table may keep after one maintenance run: the retained ones, the models' tagged
+    ones, and for stage_runs the maintenance try's own facts row, appended after it expired."""
+    return retain_last + len(refs) + (1 if name == contract.STAGE_RUNS else 0)
+
+
 def snapshot_counts() -> dict[str, int]:
     return {name: len(t.metadata.snapshots) for name, t in iceberg_tables().items()}
 

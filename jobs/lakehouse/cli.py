@@ -31,6 +31,7 @@ from jobs.lakehouse.dependencies import (
     stage_dependencies,
     wait_for_dependencies,
 )
+from jobs.lakehouse.facts import record_stage_run
 from jobs.lakehouse.model_trust import UntrustedModel
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import spark_session
@@ -121,21 +122,28 @@ def stage_cli(stage: str, body: StageBody, argv: list[str] | None = None, needs_
                      try_number=args.try_number)
     bounded_mlflow_http()
     before_run, during_run = stage_dependencies(stage, settings)
+    spark = tracker = None
     try:
         if preflight_enabled():  # no run is opened and no Spark started while MLflow is down
             wait_for_dependencies(before_run)
         clock.mark("preflight")
-        with stage_run(ctx, settings, during_run, check_first=preflight_enabled()) as tracker:
-            clock.mark("mlflow_open")
-            spark = spark_session(f"lakehouse-{stage}-{ctx.trade_date}", settings, clock=clock) if needs_spark else None
-            if spark is not None:
-                tracker.tags({TAG_SPARK_APP_ID: spark.sparkContext.applicationId,
-                              TAG_SPARK_MASTER: spark.sparkContext.master})
-            clock.mark("mlflow_open")
-            body(spark, settings, ctx, tracker)
-            clock.mark("work")
-            tracker.metrics(clock.metrics())
-        clock.mark("mlflow_close")
+        try:
+            with stage_run(ctx, settings, during_run, check_first=preflight_enabled()) as tracker:
+                clock.mark("mlflow_open")
+                app = f"lakehouse-{stage}-{ctx.trade_date}"
+                spark = spark_session(app, settings, clock=clock) if needs_spark else None
+                if spark is not None:
+                    tracker.tags({TAG_SPARK_APP_ID: spark.sparkContext.applicationId,
+                                  TAG_SPARK_MASTER: spark.sparkContext.master})
+                clock.mark("mlflow_open")
+                body(spark, settings, ctx, tracker)
+                clock.mark("work")
+                tracker.metrics(clock.metrics())
+            clock.mark("mlflow_close")
+        finally:  # success or failure: the try's row in the stage_runs facts table
+            if tracker is not None:
+                record_stage_run(spark, settings, ctx, tracker)
+                clock.mark("facts")
         print(clock.line(), file=sys.stderr)
     except DependencyUnavailable as exc:
         print(f"{stage} {ctx.trade_date}: FAILED, dependency unavailable: {exc}", file=sys.stderr)

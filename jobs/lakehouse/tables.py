@@ -99,12 +99,28 @@ def recent_partition_rows(spark, table: str, before: dt.date, limit: int) -> lis
     return [int(r["n"]) for r in rows if r["n"]]
 
 
+# The snapshot of every table this process read through read_date: the facts row's snapshots_in.
+_SNAPSHOTS_READ: dict[str, int] = {}
+
+
+def snapshots_read() -> dict[str, int]:
+    return dict(_SNAPSHOTS_READ)
+
+
 def read_date(spark, table: str, trade_date: dt.date):
+    """One date of a table, read as of its current snapshot, which is pinned (a commit landing while
+    the stage runs is not half-seen) and remembered for the stage's facts row."""
     from pyspark.sql import functions as F
 
     if not spark.catalog.tableExists(table):
         raise RuntimeError(f"{table} does not exist yet: run the upstream stage first")
-    return spark.table(table).where(F.col("trade_date") == F.lit(trade_date))
+    snap = current_snapshot(spark, table)
+    if snap is None:
+        frame = spark.table(table)
+    else:
+        frame = read_snapshot(spark, table, snap.snapshot_id)
+        _SNAPSHOTS_READ[table] = snap.snapshot_id
+    return frame.where(F.col("trade_date") == F.lit(trade_date))
 
 
 def read_snapshot(spark, table: str, snapshot_id: int | str):

@@ -25,6 +25,17 @@ from jobs.lakehouse.tables import Snapshot
 
 
 @dataclass(frozen=True)
+class StageOutcome:
+    """How a stage try ended, set by ``stage_run`` for the facts row (jobs/lakehouse/facts.py)."""
+
+    state: str
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    duration_seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class RunContext:
     """Who is running this stage: the Airflow task instance (or a person at a shell)."""
 
@@ -67,6 +78,10 @@ class StageTracker:
         # What was logged, kept for the Prometheus push at the end of the run (jobs/lakehouse/metrics.py).
         self.logged_metrics: dict[str, float] = {}
         self.logged_tags: dict[str, str] = {}
+        self.outcome: StageOutcome | None = None
+
+    def ended(self, state: str, started_at: dt.datetime, duration: float, error: str | None = None) -> None:
+        self.outcome = StageOutcome(state, started_at, dt.datetime.now(dt.UTC), duration, error)
 
     def metrics(self, values: dict[str, float]) -> None:
         import mlflow
@@ -100,19 +115,20 @@ class StageTracker:
 
 
 class NullTracker(StageTracker):
-    """Tracking switched off (LAKEHOUSE_TRACKING=off, benchmarks): every report is dropped."""
+    """Tracking switched off (LAKEHOUSE_TRACKING=off, benchmarks): nothing reaches MLflow; the figures
+    are still kept for the stage's facts row."""
 
     def __init__(self) -> None:
         super().__init__(run_id="")
 
     def metrics(self, values: dict[str, float]) -> None:
-        pass
+        self.logged_metrics.update({k: float(v) for k, v in values.items() if v is not None})
 
     def params(self, values: dict[str, Any]) -> None:
         pass
 
     def tags(self, values: dict[str, Any]) -> None:
-        pass
+        self.logged_tags.update({k: str(v) for k, v in values.items()})
 
 
 def mlflow_experiment_id(settings: Settings) -> str:
@@ -188,10 +204,18 @@ def stage_run(ctx: RunContext, settings: Settings, dependencies: list[Dependency
     """
     import mlflow
 
+    began = dt.datetime.now(dt.UTC)
     if not tracking_enabled():
         if check_first:
             wait_for_dependencies(dependencies or [])
-        yield NullTracker()
+        started = time.monotonic()
+        null = NullTracker()
+        try:
+            yield null
+        except BaseException as exc:
+            null.ended("failed", began, time.monotonic() - started, f"{type(exc).__name__}: {exc}")
+            raise
+        null.ended("success", began, time.monotonic() - started)
         return
     experiment_id = mlflow_experiment_id(settings)
     started = time.monotonic()
@@ -221,9 +245,11 @@ def stage_run(ctx: RunContext, settings: Settings, dependencies: list[Dependency
         mlflow.log_metric(c.METRIC_DURATION, duration)
         mlflow.end_run(status="FAILED")
         push_stage_metrics(ctx, tracker, "failed", duration)
+        tracker.ended("failed", began, duration, message)
         raise
     else:
         duration = time.monotonic() - started
         mlflow.log_metric(c.METRIC_DURATION, duration)
         mlflow.end_run(status="FINISHED")
         push_stage_metrics(ctx, tracker, "success", duration)
+        tracker.ended("success", began, duration)

@@ -139,6 +139,33 @@ def test_snapshot_ids_logged_are_real_iceberg_snapshots(pipeline, client, experi
         assert table.snapshot_by_id(int(tags["iceberg.snapshot_id"])) is not None, stage
 
 
+def test_every_stage_try_is_a_row_of_stage_runs_with_its_mlflow_figures(pipeline, client, experiment_id):
+    """The facts table (issue 16, item 1) on hive_prod and SeaweedFS: one row per stage try of the
+    DAG run, its MLflow run id, rows and snapshots equal to what the run logged."""
+    settings = Settings.from_env()
+    facts = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{contract.STAGE_RUNS}")
+    rows = facts.scan().to_arrow().to_pylist()
+    for d in OK_DATES:
+        run_id = pipeline.runs[d.isoformat()]
+        children = children_of(client, experiment_id, parent_of(client, experiment_id, run_id).info.run_id)
+        mine = {r["mlflow_run_id"]: r for r in rows if r["run_id"] == run_id}
+        assert {r["stage"] for r in mine.values()} == set(STAGES), d
+        for run in latest_by_stage(children).values():
+            row = mine[run.info.run_id]
+            assert row["state"] == "success" and row["trade_date"] == d and row["dag_id"] == contract.ML_PIPELINE
+            assert row["try_number"] == int(run.data.tags["airflow.try_number"])
+            logged = run.data.metrics.get("rows_out")
+            assert row["rows_out"] == (int(logged) if logged is not None else None), run.info.run_name
+            if "iceberg.snapshot_id" in run.data.tags:
+                assert dict(row["snapshots_out"])[run.data.tags["iceberg.table"]] == \
+                    int(run.data.tags["iceberg.snapshot_id"])
+        silver = next(r for r in mine.values() if r["stage"] == "bronze_to_silver")
+        assert silver["rows_in"] == silver["rows_out"] + silver["rows_rejected"] and silver["rows_rejected"] > 0
+        assert sum(dict(silver["rejected_by_reason"]).values()) == silver["rows_rejected"]
+        assert dict(silver["gates"]) == {"silver": "passed"}
+        assert settings.table(contract.BRONZE) in dict(silver["snapshots_in"])
+
+
 def date_counts(table_name):
     settings = Settings.from_env()
     table = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{table_name}")
