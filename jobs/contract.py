@@ -102,6 +102,7 @@ ROLE_DAG_RUN = "dag_run"  # the parent run of one Airflow DAG run
 ROLE_CANDIDATE = "candidate"  # a nested run of model_training's hyperparameter sweep
 TAG_TRADE_DATE = "pipeline.trade_date"
 TAG_FAILED_STAGES = "pipeline.failed_stages"
+TAG_HEALTH = "pipeline.health"  # the trade date's verdict (jobs/report/health.py), set with the report
 TAG_DAG_ID = "airflow.dag_id"
 TAG_RUN_ID = "airflow.run_id"
 TAG_TASK_ID = "airflow.task_id"
@@ -307,6 +308,8 @@ DEFAULT_MODEL_NAME = "TickPricePredictor"
 DEFAULT_AIRFLOW_UI_URL = "http://127.0.0.1:8080"
 DEFAULT_MLFLOW_URL = "http://127.0.0.1:5000"
 DEFAULT_SHUFFLE_PARTITIONS = "8"
+# Drift share at which drift_gate alerts and retrains, and a date's health is "degraded".
+DEFAULT_DRIFT_SHARE_THRESHOLD = "0.3"
 # spark-submit conf every stage gets (plugins spark_stage, `make bench`): no Spark UI (its start
 # costs the driver time and opens a port).
 SPARK_STAGE_CONF = {

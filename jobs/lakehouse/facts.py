@@ -40,11 +40,15 @@ STAGE_RUNS_COLUMNS = (
     ("snapshots_in", "MAP<STRING, BIGINT>"),
     ("snapshots_out", "MAP<STRING, BIGINT>"),
     ("gates", "MAP<STRING, STRING>"),
+    ("figures", "MAP<STRING, DOUBLE>"),
     ("error", "STRING"),
     ("mlflow_run_id", "STRING"),
     ("airflow_url", "STRING"),
     ("spark_app_id", "STRING"),
 )
+# Further figures a stage logged that the health history and the README's questions read.
+FIGURES = (c.METRIC_DRIFT_SHARE, "prediction_psi", "drifted_features", "rejected_share", "files_quarantined",
+           "auc", "promoted", "champion_version")
 SUCCESS = "success"
 FAILED = "failed"
 
@@ -83,6 +87,7 @@ def stage_row(ctx, state: str, started_at: dt.datetime, ended_at: dt.datetime, d
         "rows_in": _int(metrics, c.METRIC_ROWS_IN), "rows_out": _int(metrics, c.METRIC_ROWS_OUT),
         "rows_rejected": _int(metrics, c.METRIC_ROWS_REJECTED), "rejected_by_reason": rejected,
         "snapshots_in": dict(snapshots_in), "snapshots_out": out, "gates": gates,
+        "figures": {k: float(metrics[k]) for k in FIGURES if metrics.get(k) is not None},
         "error": error[:4000] if error else None, "mlflow_run_id": run_id or None,
         "airflow_url": airflow_url or tags.get(c.TAG_AIRFLOW_URL), "spark_app_id": tags.get(c.TAG_SPARK_APP_ID),
     }

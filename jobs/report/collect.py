@@ -13,17 +13,24 @@ from jobs.schema import REASONS
 MODEL_METRICS = ("auc", "accuracy", "f1", "log_loss")
 
 
+def stage_runs(client, parent) -> list:
+    return [r for r in client.search_runs([parent.info.experiment_id],
+                                          filter_string=c.child_runs_filter(parent.info.run_id),
+                                          order_by=["attributes.start_time ASC"], max_results=1000)
+            if c.TAG_STAGE in r.data.tags]
+
+
 def latest_stage_runs(client, parent) -> dict:
     """The last try of every stage run under ``parent``, keyed by stage."""
-    runs = client.search_runs([parent.info.experiment_id], filter_string=c.child_runs_filter(parent.info.run_id),
-                              order_by=["attributes.start_time ASC"], max_results=1000)
-    return c.latest_per_stage(r for r in runs if c.TAG_STAGE in r.data.tags)
+    return c.latest_per_stage(stage_runs(client, parent))
 
 
 def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
     """The report dict (see jobs.report.format.Report) from the parent run and its stage runs."""
     parent = client.get_run(parent_run_id)
-    runs = latest_stage_runs(client, parent)
+    every = stage_runs(client, parent)
+    runs = c.latest_per_stage(every)
+    tries = {s: sum(1 for r in every if r.data.tags.get(c.TAG_STAGE) == s) for s in runs}
     m = {stage: run.data.metrics for stage, run in runs.items()}
     # The full pipeline reports every stage (missing = never ran); retraining only what it runs.
     full_pipeline = parent.data.tags.get(c.TAG_DAG_ID) == c.ML_PIPELINE
@@ -31,7 +38,11 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
     stages = [{"stage": s, "status": runs[s].info.status if s in runs else "NOT RUN",
                "duration_seconds": m.get(s, {}).get(c.METRIC_DURATION),
                "rows_in": m.get(s, {}).get(c.METRIC_ROWS_IN), "rows_out": m.get(s, {}).get(c.METRIC_ROWS_OUT),
-               "rows_rejected": m.get(s, {}).get(c.METRIC_ROWS_REJECTED)} for s in expected]
+               "rows_rejected": m.get(s, {}).get(c.METRIC_ROWS_REJECTED), "tries": tries.get(s, 0)}
+              for s in expected]
+    gate_prefix = c.TAG_QUALITY_GATE + "."
+    gates = {k.removeprefix(gate_prefix): v for run in runs.values() for k, v in run.data.tags.items()
+             if k.startswith(gate_prefix) and "." not in k.removeprefix(gate_prefix)}
 
     def get(stage: str, key: str):
         return m.get(stage, {}).get(key)
@@ -52,6 +63,7 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
             ("Gold bars", c.SILVER_TO_GOLD, c.METRIC_ROWS_OUT), ("Features", c.FEATURE_ENGINEERING, c.METRIC_ROWS_OUT),
             ("Predictions", c.MODEL_DEPLOYMENT, c.METRIC_ROWS_OUT))],
         "stages": stages,
+        "gates": gates,
         "quality": {"rejected_share": get(c.BRONZE_TO_SILVER, "rejected_share"),
                     # Reasons that occurred (twelve zero bars would hide the ones that matter).
                     "rejected_by_reason": {r: n for r in REASONS if (n := get(c.BRONZE_TO_SILVER, f"rejected.{r}"))},

@@ -164,6 +164,8 @@ def _decision_text(model: Mapping) -> str:
 
 def _title_line(report: Mapping) -> str:
     run = _section(report, "dag_run")
+    verdict = _section(report, "health").get("verdict")
     return (f"Morning report · trade date {_text(run.get('trade_date'))} · "
             f"run state {_text(run.get('state')).upper()} · "
+            + (f"health {_text(verdict).upper()} · " if verdict else "") +
             f"{_text(run.get('dag_id'))} / {_text(run.get('run_id'))}")

@@ -37,6 +37,11 @@ th{background:#f5f5f5;text-align:left} td.num{text-align:right;font-variant-nume
 tr.drifted td{background:#fdecea} .badge{padding:2px 8px;border-radius:4px;color:#fff}
 .badge.ok{background:#2e7d32} .badge.bad{background:#c62828} .badge.other{background:#757575}
 .na{color:#9e9e9e} img{max-width:100%;border:1px solid #eee;margin-top:12px}
+.health{margin:10px 0;font-size:15px} .health ul{margin:4px 0 0 18px;padding:0;font-size:13px}
+.strip{display:flex;gap:2px;margin:8px 0 2px} .strip span{width:18px;height:18px;border-radius:3px;display:inline-block}
+.h-healthy{background:#2e7d32} .h-warning{background:#f9a825} .h-degraded{background:#ef6c00}
+.h-failed{background:#c62828} .h-none{background:#e0e0e0}
+.badge.h-healthy,.badge.h-warning,.badge.h-degraded,.badge.h-failed{color:#fff}
 """
 
 _BAND_CLASS = {"stable": "ok", "moderate": "warn", "major": "bad"}
@@ -184,6 +189,29 @@ def _html_roc(report: Mapping) -> str:
     return f"<p>Challenger ROC AUC: <b>{html.escape(fmt_float(roc.get('auc')))}</b></p>"
 
 
+def _html_health(report: Mapping) -> str:
+    """The date's verdict and reasons, then one square per day of the last 30 (grey: nothing ran)."""
+    health = _section(report, "health")
+    verdict = health.get("verdict")
+    if not verdict:
+        return ""
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in _list(health, "reasons"))
+    strip = ""
+    days = _list(health, "history")
+    if days:
+        cells = "".join(
+            f'<span class="h-{_e(d.get("verdict") or "none")}" '
+            f'title="{_e(d.get("trade_date"))}: {_e(d.get("verdict") or "no run")}"></span>'
+            for d in days if isinstance(d, Mapping))
+        strip = (f'<div class="strip" aria-label="health, last {len(days)} days">{cells}</div>'
+                 f'<p class="meta">last {len(days)} days, {_e(days[0].get("trade_date"))} to '
+                 f'{_e(days[-1].get("trade_date"))}, from the stage_runs table</p>')
+    elif health.get("history_error"):
+        strip = f'<p class="meta na">history unavailable: {_e(health.get("history_error"))}</p>'
+    return (f'<div class="health">Health <span class="badge h-{_e(verdict)}">{_e(verdict)}</span>'
+            + (f"<ul>{reasons}</ul>" if reasons else "") + f"</div>{strip}")
+
+
 def render_html(report: Mapping, png_path: str | Path | None = None) -> str:
     """One page with no external assets, so it survives being mailed or attached anywhere."""
     report = report or {}
@@ -206,5 +234,5 @@ def render_html(report: Mapping, png_path: str | Path | None = None) -> str:
         f'<span class="badge {_status_kind(state)}">{_e(state)}</span></h1>'
         f"<p class=\"meta\">DAG <code>{_e(run.get('dag_id'))}</code> · run <code>{_e(run.get('run_id'))}</code></p>"
         + (f'<p class="meta">{links}</p>' if links else "")
-        + image + body + "</body></html>\n"
+        + _html_health(report) + image + body + "</body></html>\n"
     )

@@ -110,7 +110,7 @@ class PipelineConfig:
             retries=int(env("PIPELINE_RETRIES", "2")),
             retry_delay_seconds=int(env("PIPELINE_RETRY_DELAY_SECONDS", "120")),
             airflow_ui_url=env("AIRFLOW_UI_URL", contract.DEFAULT_AIRFLOW_UI_URL).rstrip("/"),
-            drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", "0.3")),
+            drift_share_threshold=float(env("DRIFT_SHARE_THRESHOLD", contract.DEFAULT_DRIFT_SHARE_THRESHOLD)),
             retraining_lookback_days=int(env("RETRAINING_LOOKBACK_DAYS", "5")),
             deadline_minutes=_minutes(env("PIPELINE_DEADLINE_MINUTES", "240")),
             driver_java_options=env("SPARK_DRIVER_JAVA_OPTIONS", ""),

@@ -361,6 +361,12 @@ def test_the_morning_report_shows_the_run(pipeline, client, experiment_id, tmp_p
         assert section in page, section
     assert DRIFT_DATE.isoformat() in page and f"{TICKS_PER_DATE:,}" in page
     assert "data:image/png;base64," in page
+    # Health (issue 16, item 5): the drifted date is degraded, on the parent run and atop the page, with
+    # its 30-day strip read from hive_prod's stage_runs (the date itself judged from its own rows).
+    assert parent.data.tags[contract.TAG_HEALTH] == "degraded"
+    assert page.index('class="badge h-degraded">degraded</span>') < page.index("<h2>")
+    assert page.count('<span class="h-') == 30 and "history unavailable" not in page
+    assert f'title="{DRIFT_DATE.isoformat()}: degraded"' in page
     png = Path(mlflow.artifacts.download_artifacts(
         f"runs:/{parent.info.run_id}/report/morning_report.png", dst_path=str(tmp_path)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000

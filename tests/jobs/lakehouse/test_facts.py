@@ -139,3 +139,18 @@ def test_the_readme_queries_run_and_the_failed_tries_query_finds_the_failure(spa
     assert any(r["stage"] == contract.SILVER_TO_GOLD for r in results[0])
     failed = [r for r in results[2] if r["airflow_url"] and "manual__readme" in r["airflow_url"]]
     assert failed and failed[0]["error"].startswith("QualityGateFailed")
+
+
+def test_the_health_strip_reads_the_facts_table_and_a_failed_rerun_turns_the_day_red(spark, settings, source):
+    from jobs.report.health import read_history
+
+    day = dt.date(2026, 10, 21)
+    replace_date_partition(spark.createDataFrame([(day, 2.0)], "trade_date DATE, x DOUBLE"), source, day)
+    assert stage_cli(contract.SILVER_TO_GOLD, copying_body(source), argv=argv("manual__h1", day=day)) == 0
+    strip, error = read_history(day)
+    assert error is None and len(strip) == 30 and strip[-1]["trade_date"] == day.isoformat()
+    assert strip[-1]["verdict"] == "healthy" and strip[-2]["verdict"] is None
+    code = stage_cli(contract.SILVER_TO_GOLD, copying_body(source, fail_gate=True), argv=argv("manual__h2", day=day))
+    assert code == contract.EXIT_DETERMINISTIC
+    strip, _ = read_history(day)
+    assert strip[-1]["verdict"] == "failed" and "quality gate gold failed" in strip[-1]["reasons"]
