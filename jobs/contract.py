@@ -90,7 +90,9 @@ PREDICTIONS = "predictions_option_bars"
 DRIFT = "monitoring_feature_drift"
 # Monitoring facts the stages write about themselves (jobs/lakehouse/facts.py): one row per stage try.
 STAGE_RUNS = "stage_runs"
-ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT, STAGE_RUNS)
+COLUMN_PROFILES = "column_profiles"  # per table, date and column (jobs/lakehouse/profiles.py)
+ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT, STAGE_RUNS,
+              COLUMN_PROFILES)
 
 # --------------------------------------------------------------------------------------------------
 # MLflow: tag keys, metric keys, model aliases

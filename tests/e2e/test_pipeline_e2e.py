@@ -166,6 +166,22 @@ def test_every_stage_try_is_a_row_of_stage_runs_with_its_mlflow_figures(pipeline
         assert settings.table(contract.BRONZE) in dict(silver["snapshots_in"])
 
 
+def test_silver_gold_and_features_are_profiled_per_date_and_column(pipeline):
+    """column_profiles (issue 16, item 1) on hive_prod: each layer's date profiled once per column,
+    its row count that of the date in the layer's table."""
+    settings = Settings.from_env()
+    catalog = settings.pyiceberg_catalog()
+    profiles = catalog.load_table(f"{settings.namespace}.{contract.COLUMN_PROFILES}").scan().to_arrow().to_pylist()
+    for layer in (SILVER, GOLD, FEATURES):
+        columns = {f.name for f in catalog.load_table(f"{settings.namespace}.{layer}").schema().fields}
+        counts = date_counts(layer)
+        for d in OK_DATES:
+            mine = [p for p in profiles if p["table_name"] == layer and p["trade_date"] == d]
+            assert len(mine) == len({p["column_name"] for p in mine}), (layer, d)  # reruns replaced, not added
+            assert {p["column_name"] for p in mine} <= columns and "trade_date" in {p["column_name"] for p in mine}
+            assert {p["rows"] for p in mine} == {counts[d]}, (layer, d)
+
+
 def date_counts(table_name):
     settings = Settings.from_env()
     table = settings.pyiceberg_catalog().load_table(f"{settings.namespace}.{table_name}")
