@@ -91,8 +91,10 @@ DRIFT = "monitoring_feature_drift"
 # Monitoring facts the stages write about themselves (jobs/lakehouse/facts.py): one row per stage try.
 STAGE_RUNS = "stage_runs"
 COLUMN_PROFILES = "column_profiles"  # per table, date and column (jobs/lakehouse/profiles.py)
+RAW_SCHEMAS = "raw_schemas"  # each accepted date's delivered columns (jobs/lakehouse/schema_changes.py)
+SCHEMA_EVENTS = "schema_events"  # columns added, removed, renamed, retyped since the last accepted date
 ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT, STAGE_RUNS,
-              COLUMN_PROFILES)
+              COLUMN_PROFILES, RAW_SCHEMAS, SCHEMA_EVENTS)
 
 # --------------------------------------------------------------------------------------------------
 # MLflow: tag keys, metric keys, model aliases

@@ -50,6 +50,7 @@ class LoadedFile:
     format: str
     mapping: ColumnMapping
     frame: DataFrame
+    delivered: tuple[tuple[str, str], ...] = ()  # the file's own (column, Spark type), for schema changes
 
 
 def list_raw_files(spark, directory: str) -> list[RawFile]:
@@ -113,4 +114,5 @@ def read_raw_file(spark, f: RawFile, aliases: dict[str, str] | None = None) -> L
         return FileRejection(f.path, f.format, "missing_columns",
                              f"lacks {', '.join(mapping.missing_required)} (has {', '.join(frame.columns)})",
                              f.size)
-    return LoadedFile(f.path, f.format, mapping, canonical(frame, mapping, f.path, f.format))
+    delivered = tuple((fld.name, fld.dataType.simpleString()) for fld in frame.schema.fields if fld.name != CORRUPT)
+    return LoadedFile(f.path, f.format, mapping, canonical(frame, mapping, f.path, f.format), delivered)

@@ -16,6 +16,9 @@ from jobs.contract import BRONZE, METRIC_ROWS_REJECTED, QUARANTINE_FILES, RAW_TO
 from jobs.lakehouse.cli import stage_cli
 from jobs.lakehouse.gates import gates_enabled, quality_gate
 from jobs.lakehouse.raw_files import FileRejection, LoadedFile, list_raw_files, read_raw_file
+from jobs.lakehouse.schema_changes import accept as accept_schema
+from jobs.lakehouse.schema_changes import delivered_schema
+from jobs.lakehouse.schema_changes import judge as judge_schema
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import recent_partition_rows, replace_date_partition
 from jobs.lakehouse.tracking import RunContext, StageTracker
@@ -58,6 +61,9 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
                      **{f"files_quarantined.{reason}": sum(r.reason == reason for r in rejected)
                         for reason in FILE_REASONS}})
 
+    schema = delivered_schema(loaded)
+    if loaded:  # columns added, removed, renamed or retyped since the last accepted date
+        judge_schema(spark, settings, tracker, ctx.trade_date, schema)
     if loaded:
         raw = reduce(lambda a, b: a.unionByName(b), (o.frame for o in loaded))
     else:  # every file set aside: Bronze for the date becomes empty (and the gate decides)
@@ -79,6 +85,8 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
                      bronze_figures(figures_of, ctx.trade_date, settings.row_rules().session_close, len(files),
                                     len(rejected), history, int(rules.get("volume_min_history", 3))))
     snap = replace_date_partition(bronze, settings.table(BRONZE), ctx.trade_date)
+    if loaded:
+        accept_schema(spark, settings, ctx.trade_date, schema)
     # Bronze keeps every row of the loaded files, so what came in is what was written.
     tracker.published(snap, rows_in=snap.added_records)
     tracker.metrics({METRIC_ROWS_REJECTED: 0})
