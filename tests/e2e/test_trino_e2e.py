@@ -28,7 +28,11 @@ def test_trino_reads_every_table_like_pyiceberg(pipeline):
     catalog = settings.pyiceberg_catalog()
     cursor = trino.dbapi.connect(host=LOOPBACK, port=int(env["TRINO_PORT"]), user=TRINO_USER,
                                  catalog=settings.catalog, schema=settings.namespace).cursor()
+    # Made on the first change only: a lakehouse whose vendor never changed its columns has none.
+    maybe_empty = (contract.QUARANTINE, contract.QUARANTINE_FILES, contract.SCHEMA_EVENTS)
     for name in contract.ALL_TABLES:
+        if name == contract.SCHEMA_EVENTS and not catalog.table_exists(f"{settings.namespace}.{name}"):
+            continue
         table = catalog.load_table(f"{settings.namespace}.{name}")
         snapshot = table.current_snapshot()
         assert snapshot is not None, f"{name} has no snapshot"
@@ -40,6 +44,6 @@ def test_trino_reads_every_table_like_pyiceberg(pipeline):
             expected = {None: table.scan().to_arrow().num_rows}
             cursor.execute(f"SELECT NULL, count(*) FROM {name}")
         assert dict(cursor.fetchall()) == expected, f"{name}: Trino's rows per date differ from pyiceberg's"
-        assert sum(expected.values()) > 0 or name in (contract.QUARANTINE, contract.QUARANTINE_FILES), name
+        assert sum(expected.values()) > 0 or name in maybe_empty, name
         cursor.execute(f'SELECT snapshot_id FROM "{name}$snapshots" ORDER BY committed_at DESC LIMIT 1')
         assert cursor.fetchall() == [[snapshot.snapshot_id]], f"{name}: Trino's current snapshot differs"
