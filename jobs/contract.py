@@ -93,8 +93,9 @@ STAGE_RUNS = "stage_runs"
 COLUMN_PROFILES = "column_profiles"  # per table, date and column (jobs/lakehouse/profiles.py)
 RAW_SCHEMAS = "raw_schemas"  # each accepted date's delivered columns (jobs/lakehouse/schema_changes.py)
 SCHEMA_EVENTS = "schema_events"  # columns added, removed, renamed, retyped since the last accepted date
+ANOMALY_CHECKS = "anomaly_checks"  # each watched figure against its baseline (jobs/lakehouse/anomalies.py)
 ALL_TABLES = (BRONZE, SILVER, QUARANTINE, QUARANTINE_FILES, GOLD, FEATURES, PREDICTIONS, DRIFT, STAGE_RUNS,
-              COLUMN_PROFILES, RAW_SCHEMAS, SCHEMA_EVENTS)
+              COLUMN_PROFILES, RAW_SCHEMAS, SCHEMA_EVENTS, ANOMALY_CHECKS)
 
 # --------------------------------------------------------------------------------------------------
 # MLflow: tag keys, metric keys, model aliases
@@ -122,12 +123,16 @@ TAG_SNAPSHOT_ID = "iceberg.snapshot_id"
 TAG_SPARK_APP_ID = "spark.application_id"
 TAG_SPARK_MASTER = "spark.master"
 TAG_DRIFT_FEATURES = "drift.features"
+TAG_DRIFT_EXCLUDED_PREFIX = "drift.excluded."  # drift.excluded.<feature> = why it is not judged (schema.DRIFT_EXCLUDED)
 TAG_MODEL_NAME = "model.name"
 TAG_MODEL_VERSION = "model.version"
 TAG_CHAMPION_BEFORE = "model.champion_before"
 TAG_DEPLOYMENT_DECISION = "deployment.decision"
 TAG_DEPLOYMENT_REASON = "deployment.reason"
 TAG_QUALITY_GATE = "quality_gate"  # quality_gate.<layer> = passed | warned | failed | off
+# quality_gate.anomaly = passed | warned | failed | learning | off; anomaly.<figure> = "<warn|fail>: <why>"
+ANOMALY_GATE = "anomaly"
+TAG_ANOMALY_PREFIX = "anomaly."
 
 METRIC_ROWS_IN = "rows_in"
 METRIC_ROWS_OUT = "rows_out"

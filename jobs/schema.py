@@ -67,5 +67,12 @@ FEATURE_COLUMNS = (
     "ret_1", "ret_5", "ret_15", "realized_vol_15", "spread_rel", "order_flow_imbalance",
     "moneyness", "time_to_expiry", "iv_proxy", "log_volume", "tick_count", "is_call",
 )
+# Features whose distribution moves by construction: their PSI is still computed, logged and kept in
+# the drift table, but they are left out of the drift share, with the reason shown on the monitoring
+# run, in the morning report and in the drift table's excluded_reason.
+DRIFT_EXCLUDED = {
+    "time_to_expiry": "moves by construction: it shrinks by a day every trade date, so any earlier "
+                      "reference differs (PSI about 7 on a calm day)",
+}
 # Whether the next bar's mid is higher (1) or not (0); null on a contract's last bar of the day.
 LABEL = "label_up"

@@ -34,7 +34,7 @@ from jobs.lakehouse.dependencies import (
 from jobs.lakehouse.facts import record_stage_run
 from jobs.lakehouse.model_trust import UntrustedModel
 from jobs.lakehouse.settings import Settings
-from jobs.lakehouse.tables import spark_session
+from jobs.lakehouse.tables import forget_snapshots_read, spark_session
 from jobs.lakehouse.tracking import RunContext, StageTracker, stage_run
 from jobs.quality.rules import QualityGateFailed
 
@@ -121,6 +121,7 @@ def stage_cli(stage: str, body: StageBody, argv: list[str] | None = None, needs_
                      dag_id=args.dag_id, run_id=args.run_id, task_id=args.task_id,
                      try_number=args.try_number)
     bounded_mlflow_http()
+    forget_snapshots_read()  # stages called in one process (tests, make bench) each record their own inputs
     before_run, during_run = stage_dependencies(stage, settings)
     spark = tracker = None
     try:

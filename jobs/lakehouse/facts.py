@@ -46,7 +46,9 @@ STAGE_RUNS_COLUMNS = (
     ("airflow_url", "STRING"),
     ("spark_app_id", "STRING"),
 )
-# Further figures a stage logged that the health history and the README's questions read.
+# Further figures a stage logged that the health history and the README's questions read; the figures
+# a stage watches for anomalies (logged as watch.<figure>) are kept too, as the next dates' history.
+WATCH_PREFIX = "watch."
 FIGURES = (c.METRIC_DRIFT_SHARE, "prediction_psi", "drifted_features", "rejected_share", "files_quarantined",
            "auc", "promoted", "champion_version")
 SUCCESS = "success"
@@ -87,7 +89,9 @@ def stage_row(ctx, state: str, started_at: dt.datetime, ended_at: dt.datetime, d
         "rows_in": _int(metrics, c.METRIC_ROWS_IN), "rows_out": _int(metrics, c.METRIC_ROWS_OUT),
         "rows_rejected": _int(metrics, c.METRIC_ROWS_REJECTED), "rejected_by_reason": rejected,
         "snapshots_in": dict(snapshots_in), "snapshots_out": out, "gates": gates,
-        "figures": {k: float(metrics[k]) for k in FIGURES if metrics.get(k) is not None},
+        "figures": {**{k: float(metrics[k]) for k in FIGURES if metrics.get(k) is not None},
+                    **{k.removeprefix(WATCH_PREFIX): float(v) for k, v in metrics.items()
+                       if k.startswith(WATCH_PREFIX) and v is not None}},
         "error": error[:4000] if error else None, "mlflow_run_id": run_id or None,
         "airflow_url": airflow_url or tags.get(c.TAG_AIRFLOW_URL), "spark_app_id": tags.get(c.TAG_SPARK_APP_ID),
     }

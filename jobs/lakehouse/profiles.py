@@ -10,6 +10,9 @@ written with one overwrite of that (date, table) partition, so a rerun replaces 
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from collections.abc import Mapping
+from contextlib import contextmanager
 
 from jobs import contract as c
 from jobs.lakehouse.facts import facts_enabled
@@ -31,6 +34,7 @@ PROFILE_COLUMNS = (
     *((name, "DOUBLE") for name in QUANTILE_COLUMNS),
     ("profiled_at", "TIMESTAMP"),
 )
+PROFILE_NAMES = tuple(name for name, _ in PROFILE_COLUMNS)
 _NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType", "DecimalType")
 _ATOMIC = (*_NUMERIC, "StringType", "BooleanType", "DateType", "TimestampType", "TimestampNTZType")
 
@@ -61,28 +65,53 @@ def profile_rows(df, table: str, trade_date: dt.date) -> list[tuple]:
     return out
 
 
-def publish_profile(spark, settings, df, layer_table: str, trade_date: dt.date) -> int:
-    """Replace the (date, table) profile in ``column_profiles``; returns the number of columns profiled."""
-    if not facts_enabled():
-        return 0
+def null_shares(rows: list[tuple]) -> dict[str, float]:
+    """``null_share.<column>`` of a profile (the anomaly check watches them)."""
+    name, total, nulls = (PROFILE_NAMES.index(k) for k in ("column_name", "rows", "nulls"))
+    return {f"null_share.{r[name]}": (r[nulls] / r[total] if r[total] else 0.0) for r in rows}
+
+
+def publish_profile(spark, settings, rows: list[tuple], layer_table: str, trade_date: dt.date) -> None:
+    """Replace the (date, table) profile in ``column_profiles``."""
     from pyspark.sql import functions as F
 
     target = settings.table(c.COLUMN_PROFILES)
     ddl = ", ".join(f"{name} {kind}" for name, kind in PROFILE_COLUMNS)
     spark.sql(f"CREATE TABLE IF NOT EXISTS {target} ({ddl}) USING iceberg PARTITIONED BY (trade_date, table_name)")
-    rows = profile_rows(df, layer_table, trade_date)
     frame = spark.createDataFrame(rows, schema=ddl)
     frame.writeTo(target).overwrite((F.col("trade_date") == F.lit(trade_date)) & (F.col("table_name") == layer_table))
+
+
+def profile_and_publish(spark, settings, df, layer_table: str, trade_date: dt.date) -> int:
+    """Profile ``df`` and replace the (date, table) profile; the number of columns, 0 with the facts off."""
+    if not facts_enabled():
+        return 0
+    rows = profile_rows(df, layer_table, trade_date)
+    publish_profile(spark, settings, rows, layer_table, trade_date)
     return len(rows)
 
 
-def record_profile(spark, settings, tracker, df, layer: str, trade_date: dt.date) -> None:
-    """publish_profile for a stage: a warning, never a failure, when it cannot be written."""
-    import sys
+@contextmanager
+def watched_publish(spark, settings, tracker, ctx, df, layer: str, figures: Mapping[str, float] | None = None):
+    """Profile ``df`` before it is published, check the anomalies, then let the caller publish it.
 
+    A fail-level anomaly raises before the body runs (nothing published); once the body has
+    published, the profile replaces the date's profile of ``layer``. ``df`` should be cached.
+    """
+    from jobs.lakehouse.anomalies import check_anomalies
+
+    rows: list[tuple] = []
+    if facts_enabled():
+        try:
+            rows = profile_rows(df, layer, ctx.trade_date)
+        except Exception as exc:  # monitoring never fails a stage
+            print(f"column profile of {layer} not computed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    check_anomalies(spark, settings, tracker, ctx, {**null_shares(rows), **(figures or {})})
+    yield
+    if not rows:
+        return
     try:
-        columns = publish_profile(spark, settings, df, layer, trade_date)
-        if columns:
-            tracker.metrics({"profiled_columns": columns})
+        publish_profile(spark, settings, rows, layer, ctx.trade_date)
+        tracker.metrics({"profiled_columns": len(rows)})
     except Exception as exc:  # monitoring never fails a stage
         print(f"column profile of {layer} not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -107,6 +107,11 @@ def snapshots_read() -> dict[str, int]:
     return dict(_SNAPSHOTS_READ)
 
 
+def forget_snapshots_read() -> None:
+    """A new stage try starts: what an earlier one in this process read is not its input."""
+    _SNAPSHOTS_READ.clear()
+
+
 def read_date(spark, table: str, trade_date: dt.date):
     """One date of a table, read as of its current snapshot, which is pinned (a commit landing while
     the stage runs is not half-seen) and remembered for the stage's facts row."""

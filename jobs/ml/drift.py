@@ -48,14 +48,21 @@ def distance_tests(reference: np.ndarray, current: np.ndarray) -> dict[str, floa
     }
 
 
-def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns, threshold: float) -> dict:
-    """PSI (the decision), its band and the distance tests per column; drifted columns and share."""
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, columns, threshold: float,
+                  excluded: dict[str, str] | None = None) -> dict:
+    """PSI (the decision), its band and the distance tests per column; drifted columns and share.
+
+    ``excluded`` columns (name: reason) are scored like the rest but never count as drifted, and
+    the share is over the judged columns only.
+    """
+    excluded = {c: why for c, why in (excluded or {}).items() if c in columns}
     scores, tests = {}, {}
     for c in columns:
         ref, cur = reference[c].to_numpy(dtype=float), current[c].to_numpy(dtype=float)
         scores[c] = psi(ref, cur)
         tests[c] = distance_tests(ref, cur)
-    drifted = sorted(c for c, v in scores.items() if np.isfinite(v) and v >= threshold
-                     or v == float("inf"))
+    judged = [c for c in scores if c not in excluded]
+    drifted = sorted(c for c in judged if np.isfinite(scores[c]) and scores[c] >= threshold
+                     or scores[c] == float("inf"))
     return {"psi": scores, "bands": {c: psi_band(v) for c, v in scores.items()}, "tests": tests,
-            "drifted": drifted, "drift_share": len(drifted) / max(len(scores), 1)}
+            "drifted": drifted, "drift_share": len(drifted) / max(len(judged), 1), "excluded": excluded}

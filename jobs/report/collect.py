@@ -42,7 +42,8 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
               for s in expected]
     gate_prefix = c.TAG_QUALITY_GATE + "."
     gates = {k.removeprefix(gate_prefix): v for run in runs.values() for k, v in run.data.tags.items()
-             if k.startswith(gate_prefix) and "." not in k.removeprefix(gate_prefix)}
+             if k.startswith(gate_prefix) and "." not in k.removeprefix(gate_prefix)
+             and k.removeprefix(gate_prefix) != c.ANOMALY_GATE}
 
     def get(stage: str, key: str):
         return m.get(stage, {}).get(key)
@@ -64,6 +65,7 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
             ("Predictions", c.MODEL_DEPLOYMENT, c.METRIC_ROWS_OUT))],
         "stages": stages,
         "gates": gates,
+        "anomalies": anomalies(runs),
         "quality": {"rejected_share": get(c.BRONZE_TO_SILVER, "rejected_share"),
                     # Reasons that occurred (twelve zero bars would hide the ones that matter).
                     "rejected_by_reason": {r: n for r in REASONS if (n := get(c.BRONZE_TO_SILVER, f"rejected.{r}"))},
@@ -78,6 +80,19 @@ def collect(client, parent_run_id: str, mlflow_ui_url: str) -> dict:
     return report
 
 
+def anomalies(runs: dict) -> list[dict]:
+    """Each anomaly a stage found against its history (jobs.lakehouse.anomalies), explained."""
+    found = []
+    for stage in c.STAGES:
+        run = runs.get(stage)
+        for key, value in sorted(run.data.tags.items()) if run else ():
+            if key.startswith(c.TAG_ANOMALY_PREFIX):
+                level, _, why = value.partition(": ")
+                found.append({"stage": stage, "figure": key.removeprefix(c.TAG_ANOMALY_PREFIX),
+                              "level": level, "explanation": why})
+    return found
+
+
 def drift_section(mon) -> dict:
     """PSI, its band and the distance tests per feature, as monitoring logged them."""
     threshold = float(mon.data.params.get("psi_threshold", 0.25))
@@ -85,10 +100,11 @@ def drift_section(mon) -> dict:
     for key, value in mon.data.metrics.items():
         if key.startswith("psi."):
             name = key[len("psi."):]
+            excluded = mon.data.tags.get(c.TAG_DRIFT_EXCLUDED_PREFIX + name)
             features.append({"feature": name, "psi": value, "band": psi_band(value),
                              "ks_pvalue": mon.data.metrics.get(f"ks_pvalue.{name}"),
                              "wasserstein_norm": mon.data.metrics.get(f"wasserstein_norm.{name}"),
-                             "drifted": value >= threshold})
+                             "drifted": value >= threshold and not excluded, "excluded": excluded})
     return {"threshold": threshold, "drift_share": mon.data.metrics.get(c.METRIC_DRIFT_SHARE),
             "prediction_psi": mon.data.metrics.get("prediction_psi"), "features": features}
 

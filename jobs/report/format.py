@@ -36,8 +36,9 @@ class Report(TypedDict, total=False):
     funnel: [[label, rows], ...] from RAW to predictions (a "Quarantine" row is drawn apart).
     stages: [{stage, status, duration_seconds, rows_in, rows_out, rows_rejected}, ...].
     quality: {rejected_share, rejected_by_reason: {reason: rows}}.
+    anomalies: [{stage, figure, level (warn | fail), explanation}, ...] against each figure's history.
     drift: {threshold, drift_share, prediction_psi,
-            features: [{feature, psi, band, ks_pvalue, wasserstein_norm, drifted}, ...]}.
+            features: [{feature, psi, band, ks_pvalue, wasserstein_norm, drifted, excluded (why not judged)}, ...]}.
     model: {challenger_version, champion_version, decision, challenger: {metric: value},
             champion: {metric: value} | None, roc: {fpr, tpr, auc} | None}.
     """
@@ -45,6 +46,7 @@ class Report(TypedDict, total=False):
     funnel: list
     stages: list
     quality: dict
+    anomalies: list
     drift: dict | None
     model: dict | None
 

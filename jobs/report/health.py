@@ -4,9 +4,11 @@ The morning report opens with it, the DAG run's parent MLflow run carries it as 
 (``pipeline.health``), and the 30-day strip under it is the same judgement over the
 ``stage_runs`` facts table, so a bad week shows at a glance.
 
-- failed: a stage did not finish (failed or never ran), or a quality gate failed;
+- failed: a stage did not finish (failed or never ran), a quality gate failed, or a fail-level
+  anomaly stopped a layer;
 - degraded: the drift share reached ``DRIFT_SHARE_THRESHOLD`` (retraining is triggered);
-- warning: a gate only warned, a stage needed more than one try, or some feature drifted;
+- warning: a gate only warned, a figure left its baseline (an anomaly, ``jobs.quality.anomalies``),
+  a stage needed more than one try, or some feature drifted;
 - healthy: none of these.
 """
 from __future__ import annotations
@@ -56,6 +58,9 @@ def judge(report: Mapping, threshold: float | None = None) -> dict:
             found.append((FAILED, f"quality gate {layer} failed"))
         elif verdict == "warned":
             found.append((WARNING, f"quality gate {layer} warned"))
+    for anomaly in report.get("anomalies") or []:
+        level = FAILED if anomaly.get("level") == "fail" else WARNING
+        found.append((level, f"anomaly in {anomaly.get('stage')}: {anomaly.get('explanation')}"))
     found += _drift_findings((report.get("drift") or {}).get("drift_share"), threshold)
     return _worst(found)
 
@@ -80,7 +85,8 @@ def judge_facts(rows: Iterable[Mapping], threshold: float | None = None) -> dict
             found.append((WARNING, f"{stage} needed {len(attempts)} tries"))
         for layer, verdict in sorted(dict(last.get("gates") or {}).items()):
             if verdict in ("failed", "warned"):
-                found.append((FAILED if verdict == "failed" else WARNING, f"quality gate {layer} {verdict}"))
+                what = f"anomaly in {stage}" if layer == c.ANOMALY_GATE else f"quality gate {layer}"
+                found.append((FAILED if verdict == "failed" else WARNING, f"{what} {verdict}"))
         share = dict(last.get("figures") or {}).get(c.METRIC_DRIFT_SHARE)
         found += _drift_findings(share, threshold)
     return _worst(found)

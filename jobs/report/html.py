@@ -119,6 +119,12 @@ def _html_quality(report: Mapping) -> str:
         parts.append(_table(["reason", "rows", "share of rejects"], body))
     else:
         parts.append(_na_block())
+    found = [x for x in _list(report, "anomalies") if isinstance(x, Mapping)]
+    if found:
+        body = [f"<tr>{_cell(_text(x.get('stage')))}"
+                f"{_cell(_text(x.get('level')), 'bad' if x.get('level') == 'fail' else 'warn')}"
+                f"{_cell(_text(x.get('explanation')))}</tr>" for x in found]
+        parts.append("<p>Anomalies against history</p>" + _table(["stage", "level", "what"], body))
     return "".join(parts)
 
 
@@ -144,6 +150,10 @@ def _html_drift(report: Mapping) -> str:
                     f'{_cell(fmt_float(f.get("wasserstein_norm")), "num")}'
                     f'{_cell("yes" if drifted else "no", "bad" if drifted else "")}</tr>')
     parts.append(_table(["feature", "PSI", "band", "KS p-value", "Wasserstein (σ)", "drifted"], body))
+    excluded = [f for f in features if f.get("excluded")]
+    if excluded:
+        parts.append("<p class=\"meta\">Not in the drift share: "
+                     + "; ".join(f"<b>{_e(f.get('feature'))}</b> {_e(f.get('excluded'))}" for f in excluded) + "</p>")
     return "".join(parts)
 
 

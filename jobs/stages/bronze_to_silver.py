@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.contract import BRONZE, BRONZE_TO_SILVER, QUARANTINE, SILVER
 from jobs.lakehouse.cli import stage_cli
 from jobs.lakehouse.gates import gates_enabled, quality_gate
-from jobs.lakehouse.profiles import record_profile
+from jobs.lakehouse.profiles import watched_publish
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import read_date, replace_date_partition
 from jobs.lakehouse.tracking import RunContext, StageTracker
@@ -56,8 +56,10 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         if rules is not None:
             quality_gate("silver", settings, tracker, ctx.trade_date,
                          {**figures, "rejected_share": rejected_share})
-        silver = replace_date_partition(good, settings.table(SILVER), ctx.trade_date)
-        record_profile(spark, settings, tracker, good, SILVER, ctx.trade_date)
+        reject_shares = {f"reject_share.{r}": counts[f"rejected.{r}"] / rows_in if rows_in else 0.0
+                         for r in REASONS}
+        with watched_publish(spark, settings, tracker, ctx, good, SILVER, reject_shares):  # profile, anomalies
+            silver = replace_date_partition(good, settings.table(SILVER), ctx.trade_date)
     finally:
         checked.unpersist()
     tracker.published(silver, rows_in=rows_in)

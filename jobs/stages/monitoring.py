@@ -14,6 +14,7 @@ from jobs.contract import (
     MODEL_DEPLOYMENT,
     MONITORING,
     PREDICTIONS,
+    TAG_DRIFT_EXCLUDED_PREFIX,
     TAG_DRIFT_FEATURES,
 )
 from jobs.lakehouse.cli import stage_cli
@@ -24,12 +25,13 @@ from jobs.lakehouse.tables import read_date, replace_date_partition
 from jobs.lakehouse.tracking import RunContext, StageTracker
 from jobs.ml.drift import feature_drift, psi
 from jobs.ml.modeling import feature_matrix
-from jobs.schema import FEATURE_COLUMNS, LABEL
+from jobs.schema import DRIFT_EXCLUDED, FEATURE_COLUMNS, LABEL
 
 
 def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: StageTracker) -> None:
     import numpy as np
     import pandas as pd
+    from pyspark.sql import functions as F
     from sklearn import metrics
 
     champion = model_version_by_alias(settings, CHAMPION)
@@ -41,7 +43,7 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         .select("contract_id", "bar_ts", *FEATURE_COLUMNS, LABEL).toPandas()
     if current.empty:
         raise RuntimeError(f"no features for {ctx.trade_date}")
-    drift = feature_drift(reference, current, FEATURE_COLUMNS, settings.drift_psi_threshold)
+    drift = feature_drift(reference, current, FEATURE_COLUMNS, settings.drift_psi_threshold, DRIFT_EXCLUDED)
     tracker.metrics({f"psi.{name}": value for name, value in drift["psi"].items() if np.isfinite(value)})
     tracker.metrics({METRIC_DRIFT_SHARE: drift["drift_share"], "drifted_features": len(drift["drifted"]),
                      "reference_rows": len(reference), "current_rows": len(current)})
@@ -54,7 +56,8 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
                      for test, value in result.items() if np.isfinite(value)})
     tracker.tags({TAG_DRIFT_FEATURES: ",".join(drift["drifted"]) or "none",
                   "drift.moderate_features": ",".join(c for c, b in drift["bands"].items() if b == "moderate")
-                  or "none"})
+                  or "none",
+                  **{f"{TAG_DRIFT_EXCLUDED_PREFIX}{name}": why for name, why in drift["excluded"].items()}})
 
     # Realised performance of what was served for this date, where labels have arrived.
     served = read_date(spark, settings.table(PREDICTIONS), ctx.trade_date) \
@@ -90,7 +93,11 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         "reference_model_version": int(champion.version),
         "reference_snapshot_id": int(params["features_snapshot_id"]),
     })
-    snap = replace_date_partition(spark.createDataFrame(rows), settings.table(DRIFT), ctx.trade_date)
+    reason = F.lit(None).cast("string")  # why a feature is not judged (NULL: it is)
+    for name, why in drift["excluded"].items():
+        reason = F.when(F.col("feature") == name, F.lit(why)).otherwise(reason)
+    frame = spark.createDataFrame(rows).withColumn("excluded_reason", reason)
+    snap = replace_date_partition(frame, settings.table(DRIFT), ctx.trade_date)
     tracker.published(snap, rows_in=len(FEATURE_COLUMNS))
 
 

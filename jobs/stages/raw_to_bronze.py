@@ -13,6 +13,7 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.contract import BRONZE, METRIC_ROWS_REJECTED, QUARANTINE_FILES, RAW_TO_BRONZE, raw_date_folder
+from jobs.lakehouse.anomalies import check_anomalies
 from jobs.lakehouse.cli import stage_cli
 from jobs.lakehouse.gates import gates_enabled, quality_gate
 from jobs.lakehouse.raw_files import FileRejection, LoadedFile, list_raw_files, read_raw_file
@@ -22,6 +23,7 @@ from jobs.lakehouse.schema_changes import judge as judge_schema
 from jobs.lakehouse.settings import Settings
 from jobs.lakehouse.tables import recent_partition_rows, replace_date_partition
 from jobs.lakehouse.tracking import RunContext, StageTracker
+from jobs.quality.anomalies import FRESHNESS, VOLUME
 from jobs.quality.figures import bronze_figures
 from jobs.schema import FILE_REASONS, RAW_COLUMNS
 from jobs.transforms.bronze import CORRUPT, to_bronze
@@ -81,9 +83,11 @@ def run(spark: SparkSession, settings: Settings, ctx: RunContext, tracker: Stage
         # Two columns only, no cache: Parquet prunes the rest, and caching every column as text
         # spilled to disk at 10M rows (make bench).
         figures_of = bronze.select("exchange_ts", CORRUPT)
-        quality_gate("bronze", settings, tracker, ctx.trade_date,
-                     bronze_figures(figures_of, ctx.trade_date, settings.row_rules().session_close, len(files),
-                                    len(rejected), history, int(rules.get("volume_min_history", 3))))
+        figures = bronze_figures(figures_of, ctx.trade_date, settings.row_rules().session_close, len(files),
+                                 len(rejected), history, int(rules.get("volume_min_history", 3)))
+        quality_gate("bronze", settings, tracker, ctx.trade_date, figures)
+        check_anomalies(spark, settings, tracker, ctx,
+                        {VOLUME: figures["rows"], FRESHNESS: figures["last_tick_gap_minutes"]})
     snap = replace_date_partition(bronze, settings.table(BRONZE), ctx.trade_date)
     if loaded:
         accept_schema(spark, settings, ctx.trade_date, schema)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from jobs import contract
-from jobs.lakehouse.profiles import PROFILE_COLUMNS, publish_profile
+from jobs.lakehouse.profiles import PROFILE_COLUMNS, profile_and_publish
 
 DAY = dt.date(2026, 10, 15)
 
@@ -33,7 +33,7 @@ def profiles(spark, settings, day, table):
 
 def test_every_column_gets_counts_and_numeric_ones_their_distribution(spark, settings):
     prices = [float(x) for x in range(1, 101)]  # 1..100
-    assert publish_profile(spark, settings, frame(spark, DAY, prices), "unit_silver", DAY) == 4
+    assert profile_and_publish(spark, settings, frame(spark, DAY, prices), "unit_silver", DAY) == 4
     got = profiles(spark, settings, DAY, "unit_silver")
     assert set(got) == {"trade_date", "contract", "price", "size"}
     price, size, name = got["price"], got["size"], got["contract"]
@@ -48,10 +48,10 @@ def test_every_column_gets_counts_and_numeric_ones_their_distribution(spark, set
 
 def test_a_rerun_replaces_its_own_profile_and_keeps_the_others(spark, settings):
     other = DAY + dt.timedelta(days=1)
-    publish_profile(spark, settings, frame(spark, DAY, [1.0, 2.0]), "unit_gold", DAY)
-    publish_profile(spark, settings, frame(spark, DAY, [1.0, 2.0, 3.0]), "unit_features", DAY)
-    publish_profile(spark, settings, frame(spark, other, [7.0]), "unit_gold", other)
-    publish_profile(spark, settings, frame(spark, DAY, [4.0, 5.0, 6.0, 7.0]), "unit_gold", DAY)  # the rerun
+    profile_and_publish(spark, settings, frame(spark, DAY, [1.0, 2.0]), "unit_gold", DAY)
+    profile_and_publish(spark, settings, frame(spark, DAY, [1.0, 2.0, 3.0]), "unit_features", DAY)
+    profile_and_publish(spark, settings, frame(spark, other, [7.0]), "unit_gold", other)
+    profile_and_publish(spark, settings, frame(spark, DAY, [4.0, 5.0, 6.0, 7.0]), "unit_gold", DAY)  # the rerun
     assert profiles(spark, settings, DAY, "unit_gold")["price"]["rows"] == 4
     assert len(profiles(spark, settings, DAY, "unit_gold")) == 4  # no duplicate columns
     assert profiles(spark, settings, DAY, "unit_features")["price"]["rows"] == 3
@@ -61,5 +61,5 @@ def test_a_rerun_replaces_its_own_profile_and_keeps_the_others(spark, settings):
 def test_switched_off_with_the_facts(spark, settings, monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_FACTS", "off")
     day = DAY + dt.timedelta(days=5)
-    assert publish_profile(spark, settings, frame(spark, day, [1.0]), "unit_off", day) == 0
+    assert profile_and_publish(spark, settings, frame(spark, day, [1.0]), "unit_off", day) == 0
     assert profiles(spark, settings, day, "unit_off") == {}

@@ -41,6 +41,24 @@ def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift():
     assert report["tests"]["b"]["ks_pvalue"] < 1e-6 < report["tests"]["a"]["ks_pvalue"]
 
 
+def test_a_feature_that_moves_by_construction_is_scored_but_left_out_of_the_share():
+    """Issue 16, item 2: time to expiry shrinks every day; on a calm day it "drifted" alone."""
+    from jobs.schema import DRIFT_EXCLUDED, FEATURE_COLUMNS
+
+    rng = np.random.default_rng(2)
+    ref = pd.DataFrame({c: rng.normal(size=5000) for c in FEATURE_COLUMNS})
+    cur = pd.DataFrame({c: rng.normal(size=5000) for c in FEATURE_COLUMNS})
+    cur["time_to_expiry"] = ref["time_to_expiry"] - 3.0  # every contract three units closer to expiry
+    judged_all = feature_drift(ref, cur, FEATURE_COLUMNS, 0.25)
+    assert judged_all["drifted"] == ["time_to_expiry"]
+    report = feature_drift(ref, cur, FEATURE_COLUMNS, 0.25, DRIFT_EXCLUDED)
+    assert report["drifted"] == [] and report["drift_share"] == 0.0
+    assert report["psi"]["time_to_expiry"] > 1 and report["bands"]["time_to_expiry"] == "major"  # still shown
+    assert report["excluded"] == {"time_to_expiry": DRIFT_EXCLUDED["time_to_expiry"]}
+    cur["spread_rel"] += 3.0  # a real shift still counts, out of the eleven judged features
+    assert feature_drift(ref, cur, FEATURE_COLUMNS, 0.25, DRIFT_EXCLUDED)["drift_share"] == pytest.approx(1 / 11)
+
+
 def test_sweep_picks_the_best_validation_setting_without_touching_the_holdout():
     from jobs.ml.modeling import best_candidate, sweep
 

@@ -35,6 +35,12 @@ def test_a_clean_run_is_healthy():
      "raw_to_bronze needed 2 tries"),
     ({"drift": {"drift_share": 0.5}}, "degraded", "drift share 50% >= 30%: retraining"),
     ({"gates": {"gold": "failed"}}, "failed", "quality gate gold failed"),
+    ({"anomalies": [{"stage": "raw_to_bronze", "figure": "volume", "level": "warn",
+                     "explanation": "volume = 1,820 is 4.4 robust z below its baseline 1,995"}]}, "warning",
+     "anomaly in raw_to_bronze: volume = 1,820 is 4.4 robust z below its baseline 1,995"),
+    ({"anomalies": [{"stage": "bronze_to_silver", "figure": "null_share.mid", "level": "fail",
+                     "explanation": "null_share.mid = 0.2 ..."}]}, "failed",
+     "anomaly in bronze_to_silver: null_share.mid = 0.2 ..."),
     ({"stages": [{"stage": "raw_to_bronze", "status": "FINISHED"}, {"stage": "bronze_to_silver"}]}, "failed",
      "bronze_to_silver NOT RUN"),
 ])
@@ -88,3 +94,25 @@ def test_without_history_the_html_says_why():
     page = render_html(report(health={"verdict": "healthy", "reasons": [], "history": None,
                                       "history_error": "NoSuchTableError: stage_runs"}))
     assert "history unavailable: NoSuchTableError: stage_runs" in page and '<span class="h-' not in page
+
+
+def test_anomalies_and_features_left_out_of_drift_are_explained_on_the_page():
+    page = render_html(report(
+        quality={"rejected_share": 0.01, "rejected_by_reason": {"crossed_quote": 3}},
+        anomalies=[{"stage": "raw_to_bronze", "figure": "volume", "level": "warn",
+                    "explanation": "volume = 1,820 is 4.4 robust z below its baseline 1,995"}],
+        drift={"threshold": 0.25, "drift_share": 0.0, "features": [
+            {"feature": "time_to_expiry", "psi": 6.8, "band": "major", "drifted": False,
+             "excluded": "moves by construction"},
+            {"feature": "spread_rel", "psi": 0.01, "band": "stable", "drifted": False, "excluded": None}]}))
+    quality = page[page.index("<h2>Data quality</h2>"):page.index("<h2>Feature drift</h2>")]
+    assert "Anomalies against history" in quality and "volume = 1,820 is 4.4 robust z below" in quality
+    assert "Not in the drift share: <b>time_to_expiry</b> moves by construction" in page
+    assert "spread_rel</b>" not in page
+
+
+def test_the_strip_names_the_stage_of_an_anomaly():
+    day = dt.date(2026, 11, 16)
+    got = health.judge_facts([row(day, "bronze_to_silver", gates={"silver": "passed", "anomaly": "warned"}),
+                              row(day, "raw_to_bronze", gates={"anomaly": "learning"})], THRESHOLD)
+    assert got == {"verdict": "warning", "reasons": ["anomaly in bronze_to_silver warned"]}
