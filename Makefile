@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 BENCH_SIZES ?= 1000000,10000000
 BENCH_REPEATS ?= 3
 
-.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill rollback backup restore lint test test-cluster test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog bench-cluster
+.PHONY: help deps system-deps test-deps env up down status open logs sql demo backfill replay-quarantine rollback backup restore lint test test-cluster test-dags test-jobs test-e2e test-faults test-security test-drills test-soak soak lock clean bench bench-catalog bench-cluster
 
 help: ## Show the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -89,6 +89,10 @@ demo: up ## Generate RAW ticks, run ml_pipeline for the demo dates through Airfl
 backfill: ## Rerun ml_pipeline for trade dates FROM..TO (YYYY-MM-DD, both included) as an Airflow backfill
 	@if [ -z "$(FROM)" ] || [ -z "$(TO)" ]; then echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD [BACKFILL_ARGS='--dry-run']"; exit 2; fi
 	@$(STACK) run -- $(JOBS_VENV)/bin/python scripts/backfill.py --from $(FROM) --to $(TO) $(BACKFILL_ARGS)
+
+replay-quarantine: ## After a row-rule change, publish the quarantined rows of FROM..TO that now pass (REPLAY_ARGS='--dry-run')
+	@if [ -z "$(FROM)" ] || [ -z "$(TO)" ]; then echo "usage: make replay-quarantine FROM=YYYY-MM-DD TO=YYYY-MM-DD [REPLAY_ARGS='--dry-run --allow-withdraw']"; exit 2; fi
+	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.ops.replay_quarantine --from $(FROM) --to $(TO) $(REPLAY_ARGS)
 
 rollback: ## Serve the previous model again: swap the champion and previous aliases
 	@$(STACK) run -- $(JOBS_VENV)/bin/python -m jobs.ops.rollback_champion

@@ -42,6 +42,7 @@ FINISH_TRACKING = "finish_tracking"
 ML_PIPELINE = "ml_pipeline"
 ML_RETRAINING = "ml_retraining"
 
+QUARANTINE_REPLAY = "quarantine_replay"  # stage name of jobs/ops/replay_quarantine.py (make replay-quarantine)
 ICEBERG_MAINTENANCE = "iceberg_maintenance"  # DAG id, task id and stage name (jobs/ops/iceberg_maintenance.py)
 
 # Airflow pool with one slot that every task moving the champion alias runs in (MLflow has no
