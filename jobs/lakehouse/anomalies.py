@@ -16,11 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 
 from jobs import contract as c
 from jobs.lakehouse.facts import SUCCESS, WATCH_PREFIX, facts_enabled
 from jobs.quality import anomalies as a
-from jobs.quality.rules import QualityGateFailed, load_rules
+from jobs.quality.rules import QualityGateFailed
 
 TAG = f"{c.TAG_QUALITY_GATE}.{c.ANOMALY_GATE}"
 CHECK_COLUMNS = (
@@ -44,10 +45,6 @@ CHECK_COLUMNS = (
 
 class AnomalyDetected(QualityGateFailed):
     """A watched figure left its baseline at the ``fail`` level: the layer was not published."""
-
-
-def anomaly_rules(settings) -> dict:
-    return load_rules(settings.quality_gates_file or None).get("anomalies", {})
 
 
 def watched_history(spark, settings, stage: str, trade_date: dt.date, lookback: int) -> dict[dt.date, dict]:
@@ -95,7 +92,7 @@ def check_anomalies(spark, settings, tracker, ctx, figures: Mapping[str, float |
     """Log the watched figures, judge them against history, record the findings; raise on a fail."""
     figures = {k: float(v) for k, v in figures.items() if v is not None}
     tracker.metrics({WATCH_PREFIX + k: v for k, v in figures.items()})
-    rules = anomaly_rules(settings)
+    rules = settings.quality_rules("anomalies")
     if settings.quality_gates == "off" or not facts_enabled() or spark is None:
         return []
     if all(a.family_rules(rules, name)["on_anomaly"] == "off" for name in a.FAMILIES):
@@ -110,8 +107,7 @@ def check_anomalies(spark, settings, tracker, ctx, figures: Mapping[str, float |
         return []
     findings = a.judge(figures, history, ctx.trade_date, rules)
     if settings.quality_gates == "warn":  # gates only warn: so do anomalies
-        findings = [a.Finding(f.figure, f.value, "warn", f.baseline, f.robust_z, f.history_dates)
-                    if f.level == "fail" else f for f in findings]
+        findings = [replace(f, level="warn") if f.level == "fail" else f for f in findings]
     anomalous = [f for f in findings if f.anomalous]
     verdict = a.verdict(findings)
     tracker.tags({TAG: verdict, **{c.TAG_ANOMALY_PREFIX + f.figure: f"{f.level}: {f.explain(ctx.trade_date)}"[:4900]

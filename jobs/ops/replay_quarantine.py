@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from jobs import contract as c
 from jobs.lakehouse.cli import parse_date, stage_cli
-from jobs.trade_calendar import closed_reason
+from jobs.trade_calendar import is_trading_day
 
 KEYS = ("contract_id", "seq_no")  # Silver holds one row per exchange message (duplicates are rejected)
 
@@ -50,7 +50,7 @@ def plan(spark, settings, trade_date: dt.date) -> Plan:
     """What a replay of the date would move, with the current rules; reads only."""
     from pyspark.sql import functions as F
 
-    from jobs.lakehouse.tables import read_date
+    from jobs.lakehouse.tables import partition_rows, read_date
     from jobs.transforms.silver import standardize, with_reject_reason
 
     bronze = read_date(spark, settings.table(c.BRONZE), trade_date)
@@ -58,8 +58,8 @@ def plan(spark, settings, trade_date: dt.date) -> Plan:
     try:
         good = checked.where(F.col("reject_reason").isNull()).select(*KEYS)
         silver = read_date(spark, settings.table(c.SILVER), trade_date).select(*KEYS)
-        quarantine = read_date(spark, settings.table(c.QUARANTINE), trade_date)
-        return Plan(trade_date, checked.count(), silver.count(), quarantine.count(),
+        counts = [partition_rows(spark, settings.table(t), trade_date) for t in (c.BRONZE, c.SILVER, c.QUARANTINE)]
+        return Plan(trade_date, *counts,
                     published=good.join(silver, list(KEYS), "left_anti").count(),
                     withdrawn=silver.join(good, list(KEYS), "left_anti").count())
     finally:
@@ -90,7 +90,7 @@ def replay_body(allow_withdraw: bool, dry_run: bool, plans: dict):
 
 def trade_dates(start: dt.date, end: dt.date) -> list[dt.date]:
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    return [d for d in days if closed_reason(d) is None]
+    return [d for d in days if is_trading_day(d)]
 
 
 def main(argv: list[str] | None = None) -> int:
